@@ -1,0 +1,20 @@
+from mmseg.registry import DATASETS
+
+from .weak_label_dataset import WeakLabelHistoDataset
+
+
+@DATASETS.register_module()
+class LUADHistoSegDataset(WeakLabelHistoDataset):
+    """LUAD-HistoSeg: lung adenocarcinoma H&E patches.
+
+    Training names look like ``1031280-2300-27920-[1 0 0 1].png``; the last
+    bracket group holds four space-separated digits in class order TE
+    (tumour epithelium), NEC, LYM, TAS (tumour-associated stroma).  Masks are
+    palette PNGs: 0 TE, 1 NEC, 2 LYM, 3 TAS, 4 background.
+    See :class:`WeakLabelHistoDataset` for arguments.
+    """
+    METAINFO = dict(
+        classes=('TE', 'NEC', 'LYM', 'TAS', 'BACK'),
+        palette=[[205, 51, 51], [0, 255, 0], [65, 105, 225], [255, 165, 0],
+                 [255, 255, 255]])
+    LABEL_FORMAT = 'spaced'
