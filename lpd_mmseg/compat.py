@@ -181,6 +181,14 @@ def checkpoint_safe_globals() -> List:
     for module in ('numpy._core.multiarray', 'numpy.core.multiarray'):
         entries.append((multiarray.scalar, f'{module}.scalar'))
         entries.append((multiarray._reconstruct, f'{module}._reconstruct'))
+    # Unpickling a dtype builds an instance of its concrete class
+    # (numpy.dtypes.Float64DType, ...), which must be allowed too.
+    dtype_classes = getattr(np, 'dtypes', None)
+    if dtype_classes is not None:
+        for name in dir(dtype_classes):
+            cls = getattr(dtype_classes, name)
+            if isinstance(cls, type) and issubclass(cls, np.dtype):
+                entries.append(cls)
     return entries
 
 
@@ -194,6 +202,16 @@ def allow_mmengine_checkpoint_globals() -> bool:
     return True
 
 
+def quiet_pkg_resources_warning() -> None:
+    """Hide setuptools' deprecation notice for ``pkg_resources``, which
+    mmengine imports to resolve ``mmseg::`` config bases; the pin
+    ``setuptools<81`` keeps it working, so the notice is noise."""
+    import warnings
+    warnings.filterwarnings(
+        'ignore', message='pkg_resources is deprecated as an API',
+        category=UserWarning)
+
+
 _APPLIED = False
 
 
@@ -203,6 +221,7 @@ def apply_compat() -> None:
     if _APPLIED:
         return
     check_versions()
+    quiet_pkg_resources_warning()
     install_mmcv_ext_placeholder()
     allow_mmengine_checkpoint_globals()
     _APPLIED = True

@@ -15,10 +15,14 @@ _LOG_EPS = np.log(1e-6)
 
 
 def rgb_to_hed(rgb: np.ndarray) -> np.ndarray:
-    """RGB in [0, 1], ``(..., 3)`` -> stain concentrations ``(..., 3)``."""
+    """RGB in [0, 1], ``(..., 3)`` -> stain concentrations ``(..., 3)``.
+
+    Unlike scikit-image, negative concentrations are kept (a colour outside
+    the stain cone), so that :func:`hed_to_rgb` inverts this exactly and a
+    jitter with no perturbation leaves the image unchanged.
+    """
     rgb = np.maximum(rgb, 1e-6)
-    stains = (np.log(rgb) / _LOG_EPS) @ HED_FROM_RGB
-    return np.maximum(stains, 0)
+    return (np.log(rgb) / _LOG_EPS) @ HED_FROM_RGB
 
 
 def hed_to_rgb(hed: np.ndarray) -> np.ndarray:

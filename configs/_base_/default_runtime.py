@@ -1,0 +1,6 @@
+_base_ = ['mmseg::_base_/default_runtime.py']
+
+custom_imports = dict(imports=['lpd_mmseg'], allow_failed_imports=False)
+# Average raw CAMs over the augmented passes, then gate / CRF once.
+tta_model = dict(type='LPDTTAModel')
+custom_hooks = [dict(type='LPDConfigCheckHook')]

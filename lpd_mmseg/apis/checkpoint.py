@@ -1,0 +1,91 @@
+"""Checkpoint loading that is safe and strict.
+
+``torch.load`` runs with ``weights_only=True``: only tensors, containers and
+the globals allow-listed in :mod:`lpd_mmseg.compat` are accepted, so a
+checkpoint whose pickle would run code is refused before any of it runs.
+"""
+import pickle
+from typing import Dict, List, Tuple
+
+import torch
+from torch import nn
+
+
+class UnsafeCheckpointError(RuntimeError):
+    """The checkpoint holds pickled objects outside the allow-list."""
+
+
+class CheckpointMismatchError(RuntimeError):
+    """The checkpoint's parameters do not match the model's."""
+
+
+def safe_load_checkpoint(path: str, map_location='cpu') -> dict:
+    """``torch.load(path, weights_only=True)`` with a clear refusal."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafeCheckpointError(
+            f'refused to load {path}: it contains pickled objects that are '
+            'not plain weights or mmengine/numpy bookkeeping, and loading '
+            'it could run code. Only load checkpoints you trust; a '
+            'checkpoint saved by mmengine/lpd_mmseg loads as is. '
+            f'(torch: {str(e).splitlines()[0]})') from e
+
+
+def _state_dict_of(checkpoint) -> Dict[str, torch.Tensor]:
+    if isinstance(checkpoint, dict) and 'state_dict' in checkpoint:
+        checkpoint = checkpoint['state_dict']
+    if not isinstance(checkpoint, dict):
+        raise CheckpointMismatchError(
+            f'checkpoint holds a {type(checkpoint).__name__}, not a state '
+            'dict')
+    return {
+        (k[len('module.'):] if k.startswith('module.') else k): v
+        for k, v in checkpoint.items()
+    }
+
+
+def compare_state_dicts(model: nn.Module, state_dict: Dict[str, torch.Tensor]
+                        ) -> Tuple[List[str], List[str], List[str]]:
+    """Missing keys, unexpected keys, and shape mismatches (as text)."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    mismatched = [
+        f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model '
+        f'{tuple(own[k].shape)}' for k in sorted(set(own) & set(state_dict))
+        if hasattr(state_dict[k], 'shape')
+        and tuple(state_dict[k].shape) != tuple(own[k].shape)
+    ]
+    return missing, unexpected, mismatched
+
+
+def check_checkpoint_matches(model: nn.Module, checkpoint, source: str = ''
+                             ) -> None:
+    """Raise :class:`CheckpointMismatchError` listing every difference.
+
+    Args:
+        model: the model to be loaded.
+        checkpoint: a path, a checkpoint dict or a state dict.
+        source (str): name for the message.
+    """
+    if isinstance(checkpoint, str):
+        source = source or checkpoint
+        checkpoint = safe_load_checkpoint(checkpoint)
+    missing, unexpected, mismatched = compare_state_dicts(
+        model, _state_dict_of(checkpoint))
+    if not (missing or unexpected or mismatched):
+        return
+    lines = [f'checkpoint {source} does not fit this model (another '
+             'architecture, class count or prototype count?); nothing was '
+             'evaluated.']
+    for title, items in (('shape mismatches', mismatched),
+                         ('missing from checkpoint', missing),
+                         ('unexpected in checkpoint', unexpected)):
+        if items:
+            shown = items[:15]
+            more = f' ... and {len(items) - 15} more' if len(items) > 15 \
+                else ''
+            lines.append(f'  {title} ({len(items)}): ' + '; '.join(shown) +
+                         more)
+    raise CheckpointMismatchError('\n'.join(lines))

@@ -1,0 +1,5 @@
+from .consistency_hook import LPDConfigCheckHook, check_head_matches_dataset
+from .prototype_bank_hook import PrototypeBankHook
+
+__all__ = ['LPDConfigCheckHook', 'PrototypeBankHook',
+           'check_head_matches_dataset']

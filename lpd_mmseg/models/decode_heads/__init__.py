@@ -1,0 +1,3 @@
+from .lpd_head import LPDHead
+
+__all__ = ['LPDHead']

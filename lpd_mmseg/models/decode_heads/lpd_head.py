@@ -1,0 +1,432 @@
+import inspect
+import math
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+from mmengine.logging import MessageHub
+from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+from mmseg.registry import MODELS
+from torch import Tensor
+
+from ..losses.utils import check_positive_int
+from ..utils.config_checks import (check_choice, check_per_stage,
+                                   reject_unknown_keys)
+from ..utils.prototype_ops import (add_background, cosine_similarity_maps,
+                                   fuse_stage_cams, gate_cams,
+                                   global_average_pool, merge_prototypes,
+                                   normalize_cams, region_mask_from_cams)
+
+PROTOTYPE_MODES = ('learnable', 'frozen_bank')
+GATE_MODES = ('predicted', 'oracle', 'none')
+MAX_LOGIT_SCALE = 100.0
+
+
+def current_train_iter() -> Optional[int]:
+    """The training loop's current iteration (0-based), or None outside a
+    runner.  mmengine's ``RuntimeInfoHook`` publishes it before each
+    iteration."""
+    hub = MessageHub.get_current_instance()
+    return hub.get_info('iter', None)
+
+
+def predicted_class_gate(class_probs: Tensor, threshold: float) -> Tensor:
+    """Presence gate from predicted class probabilities.
+
+    A class is on where its probability reaches ``threshold``; the most
+    probable class is always on, so no pixel is left without a tissue
+    candidate.
+
+    Args:
+        class_probs (Tensor): ``(B, C)`` or ``(B, C, H, W)``.
+    """
+    top = class_probs.amax(dim=1, keepdim=True)
+    return ((class_probs >= threshold) | (class_probs >= top)).to(
+        class_probs.dtype)
+
+
+def lpd_scores(cams: Tensor, gate: Optional[Tensor], alpha: float) -> Tensor:
+    """Gated tissue CAMs plus the background channel ``(1 - max) ** alpha``.
+
+    Args:
+        cams (Tensor): ``(B, C, H, W)`` fused CAMs in ``[0, 1]``.
+        gate (Tensor, optional): ``(B, C)`` or ``(B, C, H, W)``.
+
+    Returns:
+        Tensor: ``(B, C + 1, H, W)``; softmax over dim 1 gives the class
+        probabilities of the paper's inference, argmax the mask.
+    """
+    if gate is not None:
+        cams = gate_cams(cams, gate)
+    return add_background(cams, alpha)
+
+
+class StageProjection(nn.Sequential):
+    """Two-layer MLP mapping shared prototypes ``(P, D)`` to one stage's
+    channel width ``(P, C_i)``: ``D -> D/2 -> C_i`` with a ReLU."""
+
+    def __init__(self, prototype_dim: int, out_channels: int):
+        hidden = max(prototype_dim // 2, 1)
+        super().__init__(
+            nn.Linear(prototype_dim, hidden), nn.ReLU(inplace=True),
+            nn.Linear(hidden, out_channels))
+
+
+@MODELS.register_module()
+class LPDHead(BaseDecodeHead):
+    """Learnable prototypes with diversity regularisation (LPD).
+
+    A weakly supervised decode head: it is trained with image-level
+    multi-hot labels only (``data_sample.gt_image_label``) and predicts
+    pixel-level tissue maps from prototype class activation maps (CAMs).
+    Le et al., "LPD: Learnable Prototypes with Diversity Regularization for
+    Weakly Supervised Histopathology Segmentation", arXiv 2512.05922, 2025.
+
+    ``num_classes * k`` learnable prototypes of width ``D`` are shared by all
+    stages; a per-stage MLP projects them to the stage's channel width.  A
+    pixel's response to a prototype is the cosine similarity of the two,
+    times a learnable per-stage logit scale.  Global average pooling gives a
+    score per prototype; the ``k`` scores of a class merge into its logit
+    (mean in training, soft maximum ``sum_j softmax(s)_j s_j`` at test).
+    Training: multi-label BCE per stage, plus (after ``warmup_iters``) the
+    diversity loss on the class regions of a pseudo-mask computed without
+    gradient from the head's own CAMs.  Inference: per-stage merged CAMs,
+    ReLU, min-max normalisation, weighted fusion, class gating and a
+    background channel ``(1 - max) ** background_alpha``.
+
+    Args:
+        in_channels (Sequence[int]): channels of each used backbone stage.
+        num_classes (int): number of tissue classes ``C`` (background is not
+            a class here; the output adds it as channel ``C``).
+        num_prototypes (int): prototypes per class ``k``.  Default 10.
+        prototype_dim (int): prototype width ``D``.  Default 512.
+        in_index (Sequence[int]): backbone outputs used.  Default
+            ``(1, 2, 3)``: MiT stages 2-4 (the paper's stage-1 weight is 0).
+        stage_loss_weights (Sequence[float]): classification loss weight per
+            used stage.  Default ``(0.1, 1.0, 1.0)``.
+        stage_fusion_weights (Sequence[float]): CAM fusion weight per used
+            stage at inference.  Default ``(0.3, 0.3, 0.4)``.
+        logit_scale_init (float): initial per-stage logit scale.  Default
+            ``1 / 0.07``.
+        learn_logit_scale (bool): learn the scales (stored as logs, capped at
+            100).  Default True.
+        train_merge (str): ``'mean'``, ``'softmax'`` or ``'max'``.  Default
+            ``'mean'``.
+        test_merge (str): same choices.  Default ``'softmax'``.
+        prototype_mode (str): ``'learnable'`` (LPD) or ``'frozen_bank'``:
+            per-stage prototypes are fixed buffers filled by k-means
+            (``PrototypeBankHook``), the clustering-bank baseline.
+        loss_decode (dict): classification loss.  Default
+            ``MultiLabelBCELoss`` named ``loss_cls``.
+        loss_diversity (dict, optional): diversity loss, e.g.
+            ``JeffreysDiversityLoss`` (default, weight 0.5) or
+            ``CorrelationDiversityLoss``; None disables it.
+        diversity_stage (int): which used stage (index into ``in_index``)
+            the diversity loss is computed on.  Default -1 (the last).
+        region_labels_only (bool): let only the image's labelled classes
+            compete in the pseudo-mask.  Default True.
+        warmup_iters (int): training iterations with the classification loss
+            alone; the diversity loss switches on at this iteration, read
+            from the training loop.  Default 3000.
+        background_alpha (float): exponent of the background channel, used
+            for inference and for the training pseudo-mask.  Default 10.
+        prototype_init_std (float): std of the normal prototype init.
+            Default 1.0.
+        align_corners (bool): for resizing CAMs.  Default False.
+        init_cfg (dict, optional): mmengine init config.
+
+    Inference options are read from the segmentor's ``test_cfg``:
+    ``gate`` (``'predicted'`` default, ``'none'``; ``'oracle'`` needs
+    :class:`LPDEncoderDecoder`), ``gate_threshold`` (default 0.5).
+    """
+
+    def __init__(self,
+                 in_channels: Sequence[int],
+                 num_classes: int,
+                 num_prototypes: int = 10,
+                 prototype_dim: int = 512,
+                 in_index: Sequence[int] = (1, 2, 3),
+                 stage_loss_weights: Sequence[float] = (0.1, 1.0, 1.0),
+                 stage_fusion_weights: Sequence[float] = (0.3, 0.3, 0.4),
+                 logit_scale_init: float = 1 / 0.07,
+                 learn_logit_scale: bool = True,
+                 train_merge: str = 'mean',
+                 test_merge: str = 'softmax',
+                 prototype_mode: str = 'learnable',
+                 loss_decode: dict = dict(
+                     type='MultiLabelBCELoss',
+                     loss_weight=1.0,
+                     loss_name='loss_cls'),
+                 loss_diversity: Optional[dict] = dict(
+                     type='JeffreysDiversityLoss', loss_weight=0.5),
+                 diversity_stage: int = -1,
+                 region_labels_only: bool = True,
+                 warmup_iters: int = 3000,
+                 background_alpha: float = 10.0,
+                 prototype_init_std: float = 1.0,
+                 align_corners: bool = False,
+                 init_cfg: Optional[dict] = None,
+                 **kwargs):
+        reject_unknown_keys(
+            'LPDHead', kwargs,
+            set(inspect.signature(LPDHead.__init__).parameters) -
+            {'self', 'kwargs'})
+        in_channels = list(in_channels)
+        in_index = list(in_index)
+        num_stages = len(in_index)
+        check_per_stage('in_channels', in_channels, num_stages)
+        check_positive_int('num_classes', num_classes)
+        check_positive_int('num_prototypes', num_prototypes)
+        check_positive_int('prototype_dim', prototype_dim)
+        check_choice('train_merge', train_merge, ('mean', 'softmax', 'max'))
+        check_choice('test_merge', test_merge, ('mean', 'softmax', 'max'))
+        check_choice('prototype_mode', prototype_mode, PROTOTYPE_MODES)
+        loss_weights = [float(w) for w in check_per_stage(
+            'stage_loss_weights', stage_loss_weights, num_stages)]
+        fusion_weights = [float(w) for w in check_per_stage(
+            'stage_fusion_weights', stage_fusion_weights, num_stages)]
+        for i, (lw, fw) in enumerate(zip(loss_weights, fusion_weights)):
+            if lw < 0 or fw < 0:
+                raise ValueError('stage weights must be >= 0; stage '
+                                 f'{in_index[i]} has loss {lw}, fusion {fw}')
+            if lw == 0 and fw == 0:
+                raise ValueError(
+                    f'backbone stage {in_index[i]} has loss weight 0 and '
+                    'fusion weight 0, so it would do nothing; remove it '
+                    'from in_index and in_channels')
+        if sum(fusion_weights) <= 0:
+            raise ValueError('stage_fusion_weights must not all be 0')
+        if not -num_stages <= diversity_stage < num_stages:
+            raise ValueError(f'diversity_stage={diversity_stage} is out of '
+                             f'range for {num_stages} stages')
+        if warmup_iters < 0:
+            raise ValueError(f'warmup_iters must be >= 0, got {warmup_iters}')
+        if logit_scale_init <= 0:
+            raise ValueError('logit_scale_init must be > 0, got '
+                             f'{logit_scale_init}')
+
+        super().__init__(
+            in_channels=in_channels,
+            channels=prototype_dim,
+            num_classes=num_classes,
+            in_index=in_index,
+            input_transform='multiple_select',
+            loss_decode=loss_decode,
+            dropout_ratio=0,
+            align_corners=align_corners,
+            init_cfg=init_cfg)
+        # The base class builds a 1x1 classifier that LPD does not use; an
+        # unused parameter would break DistributedDataParallel.
+        del self.conv_seg
+        self.out_channels = num_classes + 1  # tissue classes + background
+
+        self.num_prototypes = num_prototypes
+        self.prototype_dim = prototype_dim
+        self.num_stages = num_stages
+        self.stage_loss_weights = loss_weights
+        self.stage_fusion_weights = fusion_weights
+        self.train_merge = train_merge
+        self.test_merge = test_merge
+        self.prototype_mode = prototype_mode
+        self.diversity_stage = diversity_stage % num_stages
+        self.region_labels_only = region_labels_only
+        self.warmup_iters = warmup_iters
+        self.background_alpha = float(background_alpha)
+
+        num_protos = num_classes * num_prototypes
+        if prototype_mode == 'learnable':
+            self.prototypes = nn.Parameter(
+                torch.randn(num_protos, prototype_dim) * prototype_init_std)
+            self.projections = nn.ModuleList(
+                StageProjection(prototype_dim, c) for c in in_channels)
+        else:
+            for i, c in enumerate(in_channels):
+                self.register_buffer(f'bank_{i}', torch.zeros(num_protos, c))
+            self.register_buffer('bank_ready', torch.zeros((), dtype=torch.bool))
+        log_scale = torch.full((num_stages, ), math.log(logit_scale_init))
+        if learn_logit_scale:
+            self.log_logit_scale = nn.Parameter(log_scale)
+        else:
+            self.register_buffer('log_logit_scale', log_scale)
+        self.loss_diversity = (
+            MODELS.build(loss_diversity) if loss_diversity else None)
+
+    # ----------------------------------------------------------- prototypes
+    def stage_prototypes(self, stage: int) -> Tensor:
+        """Prototypes of one used stage, ``(num_classes * k, C_stage)``."""
+        if self.prototype_mode == 'learnable':
+            return self.projections[stage](self.prototypes)
+        if not bool(self.bank_ready):
+            raise RuntimeError(
+                "LPDHead(prototype_mode='frozen_bank') has no prototype bank "
+                'yet: add PrototypeBankHook to custom_hooks, or load a '
+                'checkpoint that holds one')
+        return getattr(self, f'bank_{stage}')
+
+    def set_prototype_bank(self, banks: Sequence[Tensor]) -> None:
+        """Fill the frozen bank: one ``(num_classes * k, C_i)`` per stage."""
+        if self.prototype_mode != 'frozen_bank':
+            raise RuntimeError("set_prototype_bank needs prototype_mode="
+                               "'frozen_bank'")
+        if len(banks) != self.num_stages:
+            raise ValueError(f'expected {self.num_stages} banks, got '
+                             f'{len(banks)}')
+        for i, bank in enumerate(banks):
+            buffer = getattr(self, f'bank_{i}')
+            if tuple(bank.shape) != tuple(buffer.shape):
+                raise ValueError(f'bank {i} has shape {tuple(bank.shape)}, '
+                                 f'expected {tuple(buffer.shape)}')
+            buffer.copy_(bank.to(buffer))
+        self.bank_ready.fill_(True)
+
+    def logit_scales(self) -> Tensor:
+        return self.log_logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+
+    # -------------------------------------------------------------- forward
+    def forward(self, inputs: Sequence[Tensor]) -> List[Tensor]:
+        """Cosine similarity maps of every used stage.
+
+        Args:
+            inputs (list[Tensor]): backbone outputs.
+
+        Returns:
+            list[Tensor]: per used stage ``(B, num_classes * k, H_i, W_i)``.
+        """
+        feats = self._transform_inputs(inputs)
+        for i, feat in enumerate(feats):
+            if feat.shape[1] != self.in_channels[i]:
+                raise ValueError(
+                    f'backbone output {self.in_index[i]} has '
+                    f'{feat.shape[1]} channels but LPDHead.in_channels[{i}] '
+                    f'is {self.in_channels[i]}; set in_channels to the '
+                    'backbone\'s stage widths')
+        return [
+            cosine_similarity_maps(feat, self.stage_prototypes(i))
+            for i, feat in enumerate(feats)
+        ]
+
+    def stage_logit_maps(self, similarities: Sequence[Tensor]) -> List[Tensor]:
+        """Similarity maps times each stage's logit scale."""
+        scales = self.logit_scales()
+        return [sim * scales[i].to(sim.dtype)
+                for i, sim in enumerate(similarities)]
+
+    def class_logits(self, logit_map: Tensor, merge: str) -> Tensor:
+        """``(B, C*k, H, W)`` -> class logits ``(B, C)``."""
+        return merge_prototypes(global_average_pool(logit_map),
+                                self.num_prototypes, merge)
+
+    def class_cams(self, logit_map: Tensor, merge: str) -> Tensor:
+        """Normalised class CAMs ``(B, C, H, W)`` in ``[0, 1]``."""
+        return normalize_cams(
+            merge_prototypes(logit_map, self.num_prototypes, merge))
+
+    # ----------------------------------------------------------------- loss
+    @staticmethod
+    def stack_image_labels(batch_data_samples) -> Tensor:
+        labels = []
+        for i, sample in enumerate(batch_data_samples):
+            if 'gt_image_label' not in sample:
+                raise KeyError(
+                    f'sample {i} ({sample.metainfo.get("img_path")}) has no '
+                    'gt_image_label; the training pipeline must end with '
+                    'PackWeakSegInputs on a weakly labelled data set')
+            labels.append(sample.gt_image_label)
+        return torch.stack(labels).float()
+
+    def extra_losses_active(self) -> bool:
+        """True once the training loop has passed ``warmup_iters``."""
+        if self.warmup_iters == 0:
+            return True
+        it = current_train_iter()
+        return it is not None and it >= self.warmup_iters
+
+    def loss(self, inputs: Tuple[Tensor], batch_data_samples,
+             train_cfg=None) -> Dict[str, Tensor]:
+        similarities = self.forward(inputs)
+        labels = self.stack_image_labels(batch_data_samples)
+        return self.loss_by_feat(similarities, labels)
+
+    def loss_by_feat(self, similarities: Sequence[Tensor],
+                     labels: Tensor) -> Dict[str, Tensor]:
+        """Losses from the similarity maps and ``(B, C)`` labels."""
+        if labels.shape[1] != self.num_classes:
+            raise ValueError(
+                f'image labels have {labels.shape[1]} classes but the head '
+                f'has num_classes={self.num_classes}')
+        logit_maps = self.stage_logit_maps(similarities)
+        losses = {}
+        name = self.loss_decode.loss_name
+        for i, logit_map in enumerate(logit_maps):
+            logits = self.class_logits(logit_map, self.train_merge)
+            stage = self.in_index[i] + 1
+            losses[f'{name}_s{stage}'] = (self.stage_loss_weights[i] *
+                                          self.loss_decode(logits, labels))
+        with torch.no_grad():
+            last = self.class_logits(logit_maps[-1], self.train_merge)
+            losses['acc_cls'] = ((last > 0).float() == labels).float().mean()
+        if self.loss_diversity is not None and self.extra_losses_active():
+            losses[self.loss_diversity.loss_name] = self.diversity_loss(
+                similarities[self.diversity_stage],
+                logit_maps[self.diversity_stage], labels)
+        return losses
+
+    def diversity_loss(self, similarity: Tensor, logit_map: Tensor,
+                       labels: Tensor) -> Tensor:
+        with torch.no_grad():
+            cams = self.class_cams(logit_map.detach(), self.train_merge)
+            region = region_mask_from_cams(
+                cams, self.background_alpha,
+                labels if self.region_labels_only else None)
+        return self.loss_diversity(similarity, region, self.num_classes)
+
+    # ------------------------------------------------------------ inference
+    @staticmethod
+    def _output_size(batch_img_metas: List[dict]) -> Tuple[int, int]:
+        meta = batch_img_metas[0]
+        if isinstance(meta['img_shape'], torch.Size):
+            return tuple(meta['img_shape'])
+        if 'pad_shape' in meta:
+            return tuple(meta['pad_shape'][:2])
+        return tuple(meta['img_shape'][:2])
+
+    def predict_cams(self, inputs: Sequence[Tensor],
+                     size: Sequence[int]) -> Tuple[Tensor, Tensor]:
+        """Fused tissue CAMs and class probabilities.
+
+        Returns:
+            tuple: ``cams (B, C, H, W)`` in ``[0, 1]`` at ``size`` and
+            ``class_probs (B, C)`` (sigmoid of the last stage's merged
+            class logits).
+        """
+        logit_maps = self.stage_logit_maps(self.forward(inputs))
+        stage_cams = [self.class_cams(m, self.test_merge) for m in logit_maps]
+        cams = fuse_stage_cams(stage_cams, self.stage_fusion_weights, size,
+                               self.align_corners)
+        cams = cams / sum(self.stage_fusion_weights)
+        probs = torch.sigmoid(
+            self.class_logits(logit_maps[-1], self.test_merge).float())
+        return cams, probs.to(cams.dtype)
+
+    def predict(self, inputs: Tuple[Tensor], batch_img_metas: List[dict],
+                test_cfg) -> Tensor:
+        """Scores ``(B, C + 1, H, W)`` (tissue classes, then background).
+
+        Used when the head sits in a stock ``EncoderDecoder``; gating by
+        predicted class probabilities or none.
+        """
+        test_cfg = test_cfg or {}
+        cams, probs = self.predict_cams(inputs,
+                                        self._output_size(batch_img_metas))
+        gate_mode = test_cfg.get('gate', 'predicted')
+        check_choice('test_cfg.gate', gate_mode, GATE_MODES)
+        if gate_mode == 'oracle':
+            raise ValueError(
+                "test_cfg.gate='oracle' reads the ground-truth mask, which "
+                "only LPDEncoderDecoder passes to the head; use "
+                "model=dict(type='LPDEncoderDecoder', ...)")
+        gate = None
+        if gate_mode == 'predicted':
+            gate = predicted_class_gate(probs,
+                                        test_cfg.get('gate_threshold', 0.5))
+        return lpd_scores(cams, gate, self.background_alpha)

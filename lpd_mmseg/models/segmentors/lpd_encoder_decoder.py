@@ -1,0 +1,273 @@
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from mmengine.structures import PixelData
+from mmseg.models.segmentors import EncoderDecoder
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+from torch import Tensor
+
+from ..decode_heads.lpd_head import (GATE_MODES, LPDHead, lpd_scores,
+                                     predicted_class_gate)
+from ..utils.config_checks import check_choice, reject_unknown_keys
+from ..utils.crf_config import apply_crf, crf_options
+
+TEST_CFG_KEYS = ('mode', 'crop_size', 'stride', 'gate', 'gate_threshold',
+                 'crf', 'max_pixels')
+DEFAULT_MAX_PIXELS = dict(whole=2048 * 2048, slide=8192 * 8192)
+
+
+def present_classes(mask: Tensor, num_classes: int) -> Tensor:
+    """``(C,)`` 0/1 float: which of the classes ``0..C-1`` occur in
+    ``mask``."""
+    values = torch.unique(mask)
+    values = values[(values >= 0) & (values < num_classes)].long()
+    gate = torch.zeros(num_classes, device=mask.device)
+    gate[values] = 1
+    return gate
+
+
+@MODELS.register_module()
+class LPDEncoderDecoder(EncoderDecoder):
+    """Encoder-decoder for LPD with the paper's full inference pipeline.
+
+    Training is the stock ``EncoderDecoder``'s.  Prediction adds what a
+    decode head alone cannot do, because it needs the image or the
+    ground truth:
+
+    - class gating by the model's own class probabilities (default), by the
+      ground-truth mask (``gate='oracle'``, only for comparing with published
+      tables) or none;
+    - the background channel and an optional dense CRF on the original
+      image;
+    - tiled (``mode='slide'``) inference where each tile gates with its own
+      class probabilities, for images larger than a patch;
+    - raw per-image CAMs and class probabilities kept for
+      :class:`LPDTTAModel`, which averages them over the augmented passes
+      before gating and CRF, as in the paper.
+
+    ``test_cfg`` keys: ``mode`` (``'whole'`` or ``'slide'``), ``crop_size``
+    and ``stride`` (slide), ``gate`` (``'predicted'``, ``'oracle'``,
+    ``'none'``), ``gate_threshold`` (0.5), ``crf`` (None, or a dict with
+    ``backend`` ``'torch'``/``'pydensecrf'`` plus ``DenseCRFParams`` fields
+    and torch-backend options), ``max_pixels`` (largest image accepted,
+    default 2048x2048 for whole and 8192x8192 for slide).
+
+    Output per sample: ``seg_logits`` ``(C+1, H, W)`` (softmax gives class
+    probabilities; log-probabilities after CRF) and ``pred_sem_seg`` with
+    values ``0..C``, ``C`` = background.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.decode_head, LPDHead):
+            raise TypeError('LPDEncoderDecoder needs decode_head of type '
+                            f'LPDHead, got {type(self.decode_head).__name__}')
+        self.test_cfg = self._checked_test_cfg(self.test_cfg)
+        # Set by LPDTTAModel while it runs the augmented passes.
+        self.defer_finalize = False
+
+    @staticmethod
+    def _checked_test_cfg(test_cfg):
+        from mmengine.config import ConfigDict
+        test_cfg = ConfigDict(test_cfg or {})
+        reject_unknown_keys(
+            'LPDEncoderDecoder.test_cfg',
+            {k: v for k, v in test_cfg.items() if k not in TEST_CFG_KEYS},
+            TEST_CFG_KEYS)
+        test_cfg.setdefault('mode', 'whole')
+        check_choice('test_cfg.mode', test_cfg.mode, ('whole', 'slide'))
+        test_cfg.setdefault('gate', 'predicted')
+        check_choice('test_cfg.gate', test_cfg.gate, GATE_MODES)
+        test_cfg.setdefault('gate_threshold', 0.5)
+        test_cfg.setdefault('crf', None)
+        crf_options(test_cfg.crf)  # validates early
+        if test_cfg.mode == 'slide':
+            for key in ('crop_size', 'stride'):
+                if key not in test_cfg:
+                    raise KeyError(f"test_cfg.mode='slide' needs "
+                                   f'test_cfg.{key}')
+        return test_cfg
+
+    @property
+    def crf_enabled(self) -> bool:
+        return crf_options(self.test_cfg.get('crf')) is not None
+
+    @property
+    def num_classes_tissue(self) -> int:
+        return self.decode_head.num_classes
+
+    # ------------------------------------------------------------- raw maps
+    def _raw_maps(self, inputs: Tensor) -> Tensor:
+        """``(B, 2C, H, W)``: fused CAMs, then class probabilities as
+        constant maps (so that tiling averages them per pixel)."""
+        x = self.extract_feat(inputs)
+        cams, probs = self.decode_head.predict_cams(x, inputs.shape[2:])
+        return torch.cat([cams, probs[:, :, None, None].expand_as(cams)], 1)
+
+    def _check_size(self, inputs: Tensor) -> None:
+        mode = self.test_cfg.mode
+        limit = self.test_cfg.get('max_pixels') or DEFAULT_MAX_PIXELS[mode]
+        height, width = inputs.shape[2:]
+        if height * width > limit:
+            hint = (" Use test_cfg=dict(mode='slide', crop_size=(224, 224), "
+                    'stride=(192, 192)) for large images,'
+                    if mode == 'whole' else '')
+            raise ValueError(
+                f'image of {width}x{height} pixels ({height * width / 1e6:.1f}'
+                f' Mpx) exceeds test_cfg.max_pixels={limit} for '
+                f"mode='{mode}'.{hint} or raise test_cfg.max_pixels if the "
+                'memory allows.')
+
+    def _slide_raw_maps(self, inputs: Tensor) -> Tensor:
+        h_stride, w_stride = self.test_cfg.stride
+        h_crop, w_crop = self.test_cfg.crop_size
+        batch, _, height, width = inputs.shape
+        channels = 2 * self.num_classes_tissue
+        h_grids = max(height - h_crop + h_stride - 1, 0) // h_stride + 1
+        w_grids = max(width - w_crop + w_stride - 1, 0) // w_stride + 1
+        total = inputs.new_zeros((batch, channels, height, width))
+        count = inputs.new_zeros((batch, 1, height, width))
+        for h_idx in range(h_grids):
+            for w_idx in range(w_grids):
+                y2 = min(h_idx * h_stride + h_crop, height)
+                x2 = min(w_idx * w_stride + w_crop, width)
+                y1, x1 = max(y2 - h_crop, 0), max(x2 - w_crop, 0)
+                total[:, :, y1:y2, x1:x2] += self._raw_maps(
+                    inputs[:, :, y1:y2, x1:x2])
+                count[:, :, y1:y2, x1:x2] += 1
+        return total / count
+
+    def inference(self, inputs: Tensor, batch_img_metas: List[dict]
+                  ) -> Tensor:
+        """Raw maps ``(B, 2C, H, W)`` for the (padded) input batch."""
+        self._check_size(inputs)
+        if self.test_cfg.mode == 'slide':
+            return self._slide_raw_maps(inputs)
+        return self._raw_maps(inputs)
+
+    def encode_decode(self, inputs: Tensor,
+                      batch_img_metas: List[dict]) -> Tensor:
+        """Final scores ``(B, C+1, H, W)``, predicted-label gating."""
+        raw = self.inference(inputs, batch_img_metas)
+        return self._scores(*raw.split(self.num_classes_tissue, dim=1))
+
+    # ---------------------------------------------------------- finalising
+    def _scores(self, cams: Tensor, probs: Tensor,
+                gate: Optional[Tensor] = None) -> Tensor:
+        if gate is None and self.test_cfg.gate == 'predicted':
+            gate = predicted_class_gate(probs, self.test_cfg.gate_threshold)
+        return lpd_scores(cams, gate, self.decode_head.background_alpha)
+
+    def finalize(self,
+                 cams: Tensor,
+                 probs: Tensor,
+                 image: Optional[Tensor] = None,
+                 gt_mask: Optional[Tensor] = None,
+                 source: Optional[str] = None) -> Tensor:
+        """Gating, background channel and optional CRF for one image.
+
+        Args:
+            cams (Tensor): ``(C, H, W)`` fused CAMs in ``[0, 1]``.
+            probs (Tensor): ``(C, H, W)`` class-probability maps.
+            image (Tensor, optional): ``(3, H, W)`` pixel values 0..255,
+                needed when ``test_cfg.crf`` is set.
+            gt_mask (Tensor, optional): ``(1, H, W)`` or ``(H, W)``, needed
+                for ``gate='oracle'``.
+            source (str, optional): image path for error messages.
+
+        Returns:
+            Tensor: ``seg_logits`` ``(C + 1, H, W)``.
+        """
+        gate = None
+        if self.test_cfg.gate == 'oracle':
+            if gt_mask is None:
+                raise ValueError(
+                    f"test_cfg.gate='oracle' takes class presence from the "
+                    f'ground-truth mask, but {source or "this sample"} has '
+                    "none; use gate='predicted' on data without masks")
+            gate = present_classes(gt_mask, self.num_classes_tissue)[None]
+        scores = self._scores(cams[None], probs[None], gate)[0]
+        if not self.crf_enabled:
+            return scores
+        if image is None:
+            raise ValueError('test_cfg.crf needs the image; none was given')
+        refined = apply_crf(torch.softmax(scores.float(), dim=0), image,
+                            self.test_cfg.crf)
+        return refined.clamp_min(1e-8).log().to(scores.dtype)
+
+    # ------------------------------------------------------------- geometry
+    def _restore(self, maps: Tensor, meta: dict, mode: str) -> Tensor:
+        """Remove padding, undo a flip, resize ``(1, K, H, W)`` to the
+        original image size; returns ``(K, H0, W0)``."""
+        height, width = maps.shape[2:]
+        left, right, top, bottom = meta.get(
+            'img_padding_size', meta.get('padding_size', [0] * 4))
+        maps = maps[:, :, top:height - bottom, left:width - right]
+        if meta.get('flip', False):
+            direction = meta.get('flip_direction')
+            if direction not in ('horizontal', 'vertical'):
+                raise ValueError(f'unknown flip_direction {direction!r}')
+            maps = maps.flip(dims=(3, ) if direction == 'horizontal' else
+                             (2, ))
+        size = tuple(meta['ori_shape'][:2])
+        if tuple(maps.shape[2:]) != size:
+            maps = F.interpolate(maps, size=size, mode=mode,
+                                 align_corners=False if mode == 'bilinear'
+                                 else None)
+        return maps[0]
+
+    def _denormalized(self, inputs: Tensor) -> Tensor:
+        """Undo the data preprocessor's normalisation: pixel values 0..255
+        (channel order as fed to the network)."""
+        pre = self.data_preprocessor
+        if getattr(pre, '_enable_normalize', False):
+            inputs = inputs * pre.std + pre.mean
+        return inputs.clamp(0, 255)
+
+    # -------------------------------------------------------------- predict
+    def predict(self, inputs: Tensor,
+                data_samples: Optional[List[SegDataSample]] = None
+                ) -> List[SegDataSample]:
+        if data_samples is None:
+            shape = tuple(inputs.shape[2:])
+            data_samples = [
+                SegDataSample(metainfo=dict(
+                    ori_shape=shape, img_shape=shape, pad_shape=shape,
+                    padding_size=[0, 0, 0, 0]))
+                for _ in range(inputs.shape[0])
+            ]
+        metas = [s.metainfo for s in data_samples]
+        raw = self.inference(inputs, metas)
+        num_classes = self.num_classes_tissue
+        want_image = self.crf_enabled
+        for i, sample in enumerate(data_samples):
+            maps = self._restore(raw[i:i + 1], metas[i], 'bilinear')
+            cams, probs = maps[:num_classes], maps[num_classes:]
+            image = None
+            if want_image:
+                image = self._restore(self._denormalized(inputs[i:i + 1]),
+                                      metas[i], 'bilinear')
+            gt = sample.gt_sem_seg.data if 'gt_sem_seg' in sample else None
+            if self.defer_finalize:
+                sample.set_data(dict(
+                    lpd_cams=PixelData(data=cams),
+                    lpd_class_probs=PixelData(data=probs)))
+                if image is not None:
+                    sample.set_data(dict(lpd_image=PixelData(data=image)))
+                seg_logits = self._scores(cams[None], probs[None])[0]
+            else:
+                seg_logits = self.finalize(cams, probs, image, gt,
+                                           metas[i].get('img_path'))
+            sample.set_data(dict(
+                seg_logits=PixelData(data=seg_logits),
+                pred_sem_seg=PixelData(
+                    data=seg_logits.argmax(dim=0, keepdim=True))))
+        return data_samples
+
+    def class_probabilities(self, inputs: Tensor) -> Tuple[Tensor, Tensor]:
+        """Fused CAMs ``(B, C, H, W)`` and class probabilities ``(B, C)``
+        for a batch of preprocessed images (whole-image mode)."""
+        x = self.extract_feat(inputs)
+        return self.decode_head.predict_cams(x, inputs.shape[2:])

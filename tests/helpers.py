@@ -1,0 +1,36 @@
+"""Writers for tiny data sets in the real on-disk layouts."""
+import os
+import os.path as osp
+
+import numpy as np
+from PIL import Image
+
+BCSS_PALETTE = [255, 0, 0, 0, 255, 0, 0, 0, 255, 153, 0, 255, 255, 255, 255]
+
+
+def write_rgb(path, size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+                    ).save(path)
+
+
+def write_mask(path, mask):
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    img = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode='P')
+    # A full 256-entry palette keeps the PNG 8-bit (PIL packs a short
+    # palette into fewer bits, which would wrap values such as 255).
+    img.putpalette(BCSS_PALETTE + [0] * (768 - len(BCSS_PALETTE)))
+    img.save(path)
+
+
+def make_split(root, split, masks, size=32):
+    """val/test split: ``masks`` maps stem -> (H, W) array."""
+    for i, (stem, mask) in enumerate(masks.items()):
+        write_rgb(osp.join(root, split, 'img', stem + '.png'), size, i)
+        write_mask(osp.join(root, split, 'mask', stem + '.png'), mask)
+
+
+def make_training(root, names, folder='training', size=32):
+    for i, name in enumerate(names):
+        write_rgb(osp.join(root, folder, name), size, i)

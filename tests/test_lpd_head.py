@@ -1,0 +1,185 @@
+import pytest
+import torch
+from mmengine.logging import MessageHub
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+
+from model_cfgs import tiny_head, tiny_segmentor
+
+
+def _samples(labels, size=64):
+    samples = []
+    for label in labels:
+        s = SegDataSample(metainfo=dict(ori_shape=(size, size),
+                                        img_shape=(size, size),
+                                        pad_shape=(size, size)))
+        s.gt_image_label = torch.tensor(label, dtype=torch.float32)
+        samples.append(s)
+    return samples
+
+
+def _set_iter(value):
+    MessageHub.get_current_instance().update_info('iter', value)
+
+
+@pytest.fixture
+def images():
+    torch.manual_seed(0)
+    return torch.rand(2, 3, 64, 64) * 255
+
+
+def test_prototype_layout_and_parameters():
+    head = MODELS.build(tiny_head(num_prototypes=3, prototype_dim=16))
+    assert head.prototypes.shape == (4 * 3, 16)
+    assert len(head.projections) == 3
+    assert head.stage_prototypes(2).shape == (12, 32)
+    assert torch.allclose(head.logit_scales(), torch.full((3, ), 1 / 0.07))
+    assert not hasattr(head, 'conv_seg')
+    assert head.out_channels == 5
+
+
+def test_training_step_losses_and_gradients(images):
+    model = MODELS.build(tiny_segmentor())
+    _set_iter(0)
+    losses = model.loss(images, _samples([[1, 0, 1, 0], [0, 1, 0, 0]]))
+    assert set(losses) == {'decode.loss_cls_s2', 'decode.loss_cls_s3',
+                           'decode.loss_cls_s4', 'decode.acc_cls',
+                           'decode.loss_div'}
+    total = sum(v for k, v in losses.items() if 'loss' in k)
+    total.backward()
+    head = model.decode_head
+    assert head.prototypes.grad.abs().sum() > 0
+    assert head.log_logit_scale.grad is not None
+    for p in model.parameters():
+        assert p.grad is None or torch.isfinite(p.grad).all()
+
+
+def test_warmup_read_from_training_loop(images):
+    model = MODELS.build(tiny_segmentor(head=tiny_head(warmup_iters=100)))
+    samples = _samples([[1, 1, 0, 0], [0, 0, 1, 1]])
+    _set_iter(99)
+    assert 'decode.loss_div' not in model.loss(images, samples)
+    _set_iter(100)
+    assert 'decode.loss_div' in model.loss(images, samples)
+    MessageHub.get_current_instance().pop_info('iter')
+    assert 'decode.loss_div' not in model.loss(images, samples)
+
+
+def test_no_mask_needed_in_training(images):
+    model = MODELS.build(tiny_segmentor())
+    samples = _samples([[1, 0, 0, 0], [0, 0, 0, 1]])
+    assert all('gt_sem_seg' not in s for s in samples)
+    model.loss(images, samples)
+    bad = SegDataSample()
+    with pytest.raises(KeyError, match='gt_image_label'):
+        model.loss(images[:1], [bad])
+
+
+def test_classification_loss_decreases(images):
+    torch.manual_seed(0)
+    model = MODELS.build(tiny_segmentor())
+    samples = _samples([[1, 0, 1, 0], [0, 1, 0, 1]])
+    optim = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    _set_iter(0)
+    history = []
+    for _ in range(40):
+        losses = model.loss(images, samples)
+        cls = sum(v for k, v in losses.items() if 'loss_cls' in k)
+        optim.zero_grad()
+        (cls + losses['decode.loss_div']).backward()
+        optim.step()
+        history.append(cls.item())
+    assert sum(history[-5:]) / 5 < 0.5 * history[0], history
+
+
+@pytest.mark.parametrize('merge', ['mean', 'softmax', 'max'])
+def test_merge_modes_selectable(images, merge):
+    model = MODELS.build(tiny_segmentor(
+        head=tiny_head(train_merge=merge, test_merge=merge)))
+    model.loss(images, _samples([[1, 0, 0, 0], [0, 1, 0, 0]]))
+    model.eval()
+    out = model.predict(images)
+    assert out[0].seg_logits.data.shape == (5, 64, 64)
+
+
+def test_correlation_variant_and_no_diversity(images):
+    corr = MODELS.build(tiny_segmentor(head=tiny_head(
+        loss_diversity=dict(type='CorrelationDiversityLoss',
+                            loss_weight=0.5))))
+    _set_iter(0)
+    assert 'decode.loss_div' in corr.loss(
+        images, _samples([[1, 1, 0, 0], [1, 0, 0, 0]]))
+    plain = MODELS.build(tiny_segmentor(head=tiny_head(loss_diversity=None)))
+    assert 'decode.loss_div' not in plain.loss(
+        images, _samples([[1, 1, 0, 0], [1, 0, 0, 0]]))
+
+
+def test_k1_cam_baseline(images):
+    model = MODELS.build(tiny_segmentor(head=tiny_head(num_prototypes=1)))
+    losses = model.loss(images, _samples([[1, 0, 0, 0], [0, 1, 1, 0]]))
+    assert losses['decode.loss_div'].item() == 0.0
+    sum(v for k, v in losses.items() if 'loss' in k).backward()
+
+
+@pytest.mark.parametrize('kw, error, pattern', [
+    (dict(num_protoypes=3), TypeError, "num_protoypes.*num_prototypes"),
+    (dict(num_prototypes=0), ValueError, 'num_prototypes'),
+    (dict(stage_loss_weights=[1.0, 1.0]), ValueError,
+     'stage_loss_weights has 2 entries but the head uses 3'),
+    (dict(stage_fusion_weights=[0.5, 0.5, 0, 0]), ValueError,
+     'stage_fusion_weights has 4'),
+    (dict(in_channels=[8, 16]), ValueError, 'in_channels has 2'),
+    (dict(stage_loss_weights=[0, 1, 1], stage_fusion_weights=[0, 0.5, 0.5]),
+     ValueError, 'would do nothing'),
+    (dict(train_merge='median'), ValueError, 'train_merge'),
+    (dict(prototype_mode='kmeans'), ValueError, 'prototype_mode'),
+    (dict(loss_diversity=dict(type='JeffreysDiversityLoss', wieght=1)),
+     TypeError, 'wieght'),
+])
+def test_config_mistakes_fail_at_build(kw, error, pattern):
+    with pytest.raises(error, match=pattern):
+        MODELS.build(tiny_head(**kw))
+
+
+def test_wrong_in_channels_named_at_first_forward(images):
+    model = MODELS.build(tiny_segmentor(head=tiny_head(
+        in_channels=[8, 16, 64])))
+    with pytest.raises(ValueError, match=r'in_channels\[2\] is 64'):
+        model.loss(images, _samples([[1, 0, 0, 0], [0, 1, 0, 0]]))
+
+
+def test_label_count_mismatch(images):
+    model = MODELS.build(tiny_segmentor())
+    with pytest.raises(ValueError, match='num_classes=4'):
+        model.loss(images, _samples([[1, 0, 0], [0, 1, 0]]))
+
+
+def test_stock_encoder_decoder_with_lpd_head(images):
+    from mmengine.config import ConfigDict
+    cfg = ConfigDict(tiny_segmentor())
+    cfg.type = 'EncoderDecoder'
+    model = MODELS.build(cfg)
+    model.loss(images, _samples([[1, 0, 0, 0], [0, 1, 0, 0]]))
+    model.eval()
+    out = model.predict(images)
+    assert out[0].seg_logits.data.shape == (5, 64, 64)
+    assert out[0].pred_sem_seg.data.max() <= 4
+
+
+def test_frozen_bank_mode(images):
+    model = MODELS.build(tiny_segmentor(head=tiny_head(
+        prototype_mode='frozen_bank', loss_diversity=None)))
+    head = model.decode_head
+    assert not hasattr(head, 'prototypes')
+    with pytest.raises(RuntimeError, match='PrototypeBankHook'):
+        model.loss(images, _samples([[1, 0, 0, 0], [0, 1, 0, 0]]))
+    banks = [torch.randn(12, c) for c in (8, 16, 32)]
+    head.set_prototype_bank(banks)
+    losses = model.loss(images, _samples([[1, 0, 0, 0], [0, 1, 0, 0]]))
+    sum(v for k, v in losses.items() if 'loss' in k).backward()
+    # frozen: buffers, no gradient, not in the parameter list
+    names = {n for n, _ in head.named_parameters()}
+    assert not any(n.startswith('bank_') for n in names)
+    assert torch.equal(head.bank_2, banks[2])
+    with pytest.raises(ValueError, match='shape'):
+        head.set_prototype_bank([torch.randn(12, 9)] * 3)
