@@ -183,3 +183,72 @@ def test_frozen_bank_mode(images):
     assert torch.equal(head.bank_2, banks[2])
     with pytest.raises(ValueError, match='shape'):
         head.set_prototype_bank([torch.randn(12, 9)] * 3)
+
+
+def test_mask_refiner_ema_is_frozen_and_trains(images):
+    from lpd_mmseg.models.refiners import MaskRefiner
+    cfg = tiny_segmentor()
+    cfg['mask_refiner'] = dict(type='MaskRefiner', encoder='ema',
+                               max_pairs=4)
+    model = MODELS.build(cfg)
+    refiner = model.mask_refiner
+    assert isinstance(refiner, MaskRefiner)
+    assert all(not p.requires_grad for p in refiner.encoder.parameters())
+    optim = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    _set_iter(5)
+    samples = _samples([[1, 1, 0, 0], [0, 0, 1, 1]])
+    losses = model.loss(images, samples)
+    assert 'refine.loss_refine' in losses and 'refine.loss_cam_size' in losses
+    assert bool(refiner.ema_ready)
+    # first use copies the backbone exactly
+    for a, b in zip(refiner.encoder.parameters(),
+                    model.backbone.parameters()):
+        assert torch.equal(a, b)
+    sum(v for k, v in losses.items() if 'loss' in k).backward()
+    assert all(p.grad is None for p in refiner.encoder.parameters())
+    optim.step()
+    encoder_ids = {id(p) for p in refiner.encoder.parameters()}
+    assert not any(id(p) in encoder_ids for p in optim.state)
+    model.train()
+    assert not refiner.encoder.training
+
+
+def test_mask_refiner_external_encoder(images):
+    cfg = tiny_segmentor()
+    cfg['mask_refiner'] = dict(
+        type='MaskRefiner', embed_channels=64,
+        encoder=dict(type='ResNetV1c', depth=18, num_stages=4,
+                     out_indices=(3, ), base_channels=8, stem_channels=8,
+                     init_cfg=None),
+        max_pairs=2)
+    model = MODELS.build(cfg)
+    assert model.mask_refiner.adapter is not None
+    _set_iter(5)
+    losses = model.loss(images, _samples([[1, 0, 0, 0], [0, 1, 0, 0]]))
+    total = sum(v for k, v in losses.items() if 'loss' in k)
+    total.backward()
+    assert torch.isfinite(total)
+
+
+def test_refiner_selection_and_contrastive_math():
+    from lpd_mmseg.models.refiners import (contrastive_terms,
+                                           select_firing_prototypes)
+    # C=2, k=2.  Image 0 labelled class 0: prototype 1 beats the class mean.
+    scores = torch.tensor([[1.0, 3.0, 5.0, 9.0]])
+    class_scores = torch.tensor([[2.0, 7.0]])
+    labels = torch.tensor([[1.0, 0.0]])
+    pairs = select_firing_prototypes(scores, class_scores, labels, 2)
+    assert pairs.tolist() == [[0, 1]]
+    # fg embedding equal to prototype 0, orthogonal to prototype 1
+    protos = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    fg = torch.tensor([[1.0, 0.0]])
+    bg = torch.tensor([[0.0, 1.0]])
+    fg_loss, bg_loss = contrastive_terms(fg, bg, protos,
+                                         torch.tensor([0]), temperature=1.0)
+    import math
+    expected = -math.log(math.e / (math.e + 1))
+    assert fg_loss.item() == pytest.approx(expected, rel=1e-6)
+    # bg aligned with the other prototype: -log(1 - p0) with p0 = 1/(1+e)
+    assert bg_loss.item() == pytest.approx(
+        -math.log(math.e / (1 + math.e)), rel=1e-6)

@@ -5,3 +5,6 @@ __all__ = [
     'safe_load_checkpoint', 'check_checkpoint_matches',
     'CheckpointMismatchError', 'UnsafeCheckpointError'
 ]
+from .inference import init_segmentor, predict, prepare_batch, prototype_maps
+
+__all__ += ['init_segmentor', 'predict', 'prepare_batch', 'prototype_maps']

@@ -52,8 +52,9 @@ def build_test_parser() -> argparse.ArgumentParser:
                         'to this folder')
     parser.add_argument('--show', action='store_true',
                         help='show prediction overlays in a window')
-    parser.add_argument('--show-dir', help='write prediction overlays to '
-                        'this folder (inside the work dir if relative)')
+    parser.add_argument('--show-dir', help='write an overlay of every '
+                        'prediction to this folder (inside the work dir if '
+                        'relative), under vis_data/vis_image/')
     parser.add_argument('--wait-time', type=float, default=2,
                         help='seconds per image with --show')
     parser.add_argument('--tta', action='store_true',
@@ -148,11 +149,17 @@ def load_test_config(args) -> Config:
                            'default_hooks.visualization (SegVisualizationHook)'
                            ' in the config')
         hooks.visualization.draw = True
+        # mmseg draws every 50th batch by default; a user asking for
+        # overlays wants one per image.
+        hooks.visualization.interval = 1
         if args.show:
             hooks.visualization.show = True
             hooks.visualization.wait_time = args.wait_time
         if args.show_dir:
-            cfg.visualizer.save_dir = args.show_dir
+            show_dir = args.show_dir
+            if not osp.isabs(show_dir):
+                show_dir = osp.join(cfg.work_dir, show_dir)
+            cfg.visualizer.save_dir = show_dir
     if args.tta:
         if 'tta_pipeline' not in cfg or 'tta_model' not in cfg:
             raise KeyError('--tta needs tta_pipeline and tta_model in the '

@@ -1,4 +1,4 @@
-"""Dense CRF post-processing of class probability maps (METHOD.md, inference step 6).
+"""Dense CRF refinement of class probability maps (METHOD.md, Inference, 6).
 
 Two backends solve the same fully connected CRF (Kraehenbuehl & Koltun, 2011)
 with a Potts label compatibility:
@@ -28,13 +28,14 @@ How pydensecrf weighs its kernels (read from its ``pairwise.cpp`` and
 * Every pairwise term uses ``NORMALIZE_SYMMETRIC``: with the raw filter ``K``
   (a permutohedral-lattice approximation of the Gaussian, the pixel itself
   included) and ``d = K 1``, the term applies ``Kn = D^-1/2 K D^-1/2``
-  with ``D = diag(d)``.  In
-  the interior of a flat region ``Kn`` is a weighted *average* (its rows sum
-  to about 1), so ``compat`` is the largest logit change a term can make.
+  with ``D = diag(d)``.  In the interior of a flat region ``Kn`` is a
+  weighted *average* (its rows sum to about 1), so ``compat`` is the
+  largest logit change a term can make.
   Near the image border fewer neighbours exist and the rows sum to less
-  (about 0.7-0.8 in a corner), so the terms are somewhat weaker there.
+  (well below 1 in a corner), so the terms are weaker there.
 * The lattice kernel's spread matches the nominal standard deviation: its
-  impulse response on a plain image has an RMS radius within 2 % of ``sxy``.
+  impulse response on a plain image has an RMS radius within a few percent
+  of ``sxy``.  So the Gaussian weights need no rescaling to match.
 
 :func:`dense_crf_torch` therefore computes the same symmetric normalisation
 with exact Gaussian weights, the pixel itself included.  The spatial term is
@@ -43,6 +44,14 @@ matrix products).  The bilateral term is evaluated on a local window (as in
 ConvCRF, Teichmann & Cipolla 2018) of radius ``truncate * bilateral_sxy``
 whose neighbours are sampled every ``downsample`` pixels, so the receiving
 pixel keeps its own full-resolution colour and labels stay sharp at edges.
+
+Choosing a backend: the permutohedral lattice's cost grows with the number
+of pixels but not with the kernel width, while the local window costs
+``pixels * window size``; on CPU pydensecrf is therefore much faster per
+image.  The torch backend needs no compiled code, refines whole batches on
+the GPU next to the model, and its approximation is tunable;
+``benchmarks/crf_agreement.py`` measures how closely and how fast each
+setting follows the reference.
 """
 import math
 import warnings
@@ -56,10 +65,11 @@ import torch.nn.functional as F
 
 __all__ = [
     'DenseCRFParams', 'dense_crf_pydensecrf', 'dense_crf_torch', 'crf_refine',
-    'unary_from_probs', 'UNARY_CLIP', 'WEIGHT_BUDGET_BYTES', 'PYDENSECRF_INSTALL_HINT'
+    'unary_from_probs', 'UNARY_CLIP', 'WEIGHT_BUDGET_BYTES',
+    'PYDENSECRF_INSTALL_HINT'
 ]
 
-#: Smallest probability used in the unary, as ``pydensecrf.utils.unary_from_softmax``.
+#: Smallest probability in the unary (as pydensecrf.utils.unary_from_softmax).
 UNARY_CLIP = 1e-5
 
 #: Memory for the stored bilateral weights that picks the default chunk size
@@ -118,21 +128,23 @@ class DenseCRFParams:
         for name in ('gaussian_compat', 'bilateral_compat'):
             _check_real(name, getattr(self, name), allow_zero=True)
         iters = self.iterations
-        if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 0:
-            raise ValueError(
-                f'DenseCRFParams.iterations must be an integer >= 0, got {iters!r}')
+        is_int = isinstance(iters, (int, np.integer)) and not isinstance(
+            iters, bool)
+        if not is_int or iters < 0:
+            raise ValueError('DenseCRFParams.iterations must be an integer '
+                             f'>= 0, got {iters!r}')
         return self
 
 
 def _check_real(name: str, value, allow_zero: bool) -> None:
     """Raise ValueError unless ``value`` is a finite real > 0 (or >= 0)."""
     bound = '>= 0' if allow_zero else '> 0'
-    ok = (isinstance(value, Real) and not isinstance(value, bool)
-          and math.isfinite(value)
-          and (value >= 0 if allow_zero else value > 0))
+    ok = (
+        isinstance(value, Real) and not isinstance(value, bool)
+        and math.isfinite(value) and (value >= 0 if allow_zero else value > 0))
     if not ok:
-        raise ValueError(
-            f'DenseCRFParams.{name} must be a finite number {bound}, got {value!r}')
+        raise ValueError(f'DenseCRFParams.{name} must be a finite number '
+                         f'{bound}, got {value!r}')
 
 
 # ---------------------------------------------------------------------------
@@ -154,7 +166,8 @@ def _check_single(probs: np.ndarray, image: np.ndarray) -> None:
     if not np.issubdtype(probs.dtype, np.floating):
         raise TypeError(f'probs must be floating point, got {probs.dtype}')
     if probs.shape[0] < 2:
-        raise ValueError(f'probs needs at least 2 classes, got C={probs.shape[0]}')
+        raise ValueError(
+            f'probs needs at least 2 classes, got C={probs.shape[0]}')
     if image.dtype != np.uint8:
         raise TypeError(f'image must be uint8 RGB, got dtype {image.dtype}')
     if image.ndim != 3 or image.shape[2] != 3:
@@ -168,7 +181,8 @@ def _check_single(probs: np.ndarray, image: np.ndarray) -> None:
 
 def dense_crf_pydensecrf(probs: np.ndarray,
                          image: np.ndarray,
-                         params: DenseCRFParams = DenseCRFParams()) -> np.ndarray:
+                         params: DenseCRFParams = DenseCRFParams()
+                         ) -> np.ndarray:
     """Refine one probability map with the reference ``pydensecrf``.
 
     Args:
@@ -193,12 +207,13 @@ def dense_crf_pydensecrf(probs: np.ndarray,
     unary = -np.log(np.clip(probs.astype(np.float32), UNARY_CLIP, 1.0))
     crf = dcrf.DenseCRF2D(width, height, num_classes)
     crf.setUnaryEnergy(np.ascontiguousarray(unary.reshape(num_classes, -1)))
-    crf.addPairwiseGaussian(sxy=float(params.gaussian_sxy),
-                            compat=float(params.gaussian_compat))
-    crf.addPairwiseBilateral(sxy=float(params.bilateral_sxy),
-                             srgb=float(params.bilateral_srgb),
-                             rgbim=np.ascontiguousarray(image),
-                             compat=float(params.bilateral_compat))
+    crf.addPairwiseGaussian(
+        sxy=float(params.gaussian_sxy), compat=float(params.gaussian_compat))
+    crf.addPairwiseBilateral(
+        sxy=float(params.bilateral_sxy),
+        srgb=float(params.bilateral_srgb),
+        rgbim=np.ascontiguousarray(image),
+        compat=float(params.bilateral_compat))
     refined = np.array(crf.inference(int(params.iterations)), dtype=np.float32)
     return refined.reshape(num_classes, height, width)
 
@@ -208,46 +223,66 @@ def dense_crf_pydensecrf(probs: np.ndarray,
 # ---------------------------------------------------------------------------
 def _check_batch(probs: torch.Tensor, images: torch.Tensor) -> None:
     """Validate (B, C, H, W) probabilities against (B, 3, H, W) images."""
-    if not isinstance(probs, torch.Tensor) or not isinstance(images, torch.Tensor):
+    if not (isinstance(probs, torch.Tensor)
+            and isinstance(images, torch.Tensor)):
         raise TypeError('probs and images must be torch tensors')
     if probs.dim() != 4:
-        raise ValueError(f'probs must have shape (B, C, H, W), got {tuple(probs.shape)}')
+        raise ValueError(
+            f'probs must have shape (B, C, H, W), got {tuple(probs.shape)}')
     if not probs.is_floating_point():
         raise TypeError(f'probs must be floating point, got {probs.dtype}')
     if probs.shape[1] < 2:
-        raise ValueError(f'probs needs at least 2 classes, got C={probs.shape[1]}')
+        raise ValueError(
+            f'probs needs at least 2 classes, got C={probs.shape[1]}')
     if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f'images must have shape (B, 3, H, W), got {tuple(images.shape)}')
+        raise ValueError(
+            f'images must have shape (B, 3, H, W), got {tuple(images.shape)}')
     if images.dtype != torch.uint8 and not images.is_floating_point():
-        raise TypeError(f'images must be uint8 or floating point, got {images.dtype}')
+        raise TypeError(
+            f'images must be uint8 or floating point, got {images.dtype}')
     if images.shape[0] != probs.shape[0]:
-        raise ValueError(f'batch sizes differ: probs {probs.shape[0]}, images {images.shape[0]}')
+        raise ValueError(f'batch sizes differ: probs {probs.shape[0]}, '
+                         f'images {images.shape[0]}')
     if images.shape[2:] != probs.shape[2:]:
-        raise ValueError(f'image size {tuple(images.shape[2:])} differs from probs '
-                         f'size {tuple(probs.shape[2:])}')
+        raise ValueError(
+            f'image size {tuple(images.shape[2:])} differs from probs '
+            f'size {tuple(probs.shape[2:])}')
+    if not bool(torch.isfinite(probs).all()):
+        raise ValueError('probs contains NaN or infinite values')
 
 
-def _check_knobs(truncate: float, downsample: int, chunk_size: Optional[int]) -> None:
+def _check_knobs(truncate: float, downsample: int,
+                 chunk_size: Optional[int]) -> None:
     """Validate the approximation settings of :func:`dense_crf_torch`."""
-    if not (isinstance(truncate, Real) and math.isfinite(truncate) and truncate > 0):
-        raise ValueError(f'truncate must be a finite number > 0, got {truncate!r}')
-    for name, value in (('downsample', downsample), ('chunk_size', chunk_size)):
-        if name == 'chunk_size' and value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f'{name} must be an integer >= 1, got {value!r}')
+    if not (isinstance(truncate, Real) and math.isfinite(truncate)
+            and truncate > 0):
+        raise ValueError(
+            f'truncate must be a finite number > 0, got {truncate!r}')
+    _check_positive_int('downsample', downsample)
+    if chunk_size is not None:
+        _check_positive_int('chunk_size', chunk_size)
+
+
+def _check_positive_int(name: str, value) -> None:
+    """Raise ValueError unless ``value`` is an int >= 1 (bool excluded)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f'{name} must be an integer >= 1, got {value!r}')
 
 
 def _warn_if_unit_range(images: torch.Tensor) -> None:
     """Warn when float images look like 0..1 data instead of 0..255."""
-    if images.is_floating_point() and images.numel() and float(images.max()) <= 1.0:
-        warnings.warn('dense_crf_torch: float images are all <= 1; the colour '
-                      'scale bilateral_srgb expects 0..255 RGB values',
-                      stacklevel=3)
+    if not images.is_floating_point() or images.numel() == 0:
+        return
+    if float(images.max()) <= 1.0:
+        warnings.warn(
+            'dense_crf_torch: float images are all <= 1; the colour '
+            'scale bilateral_srgb expects 0..255 RGB values',
+            stacklevel=3)
 
 
-def unary_from_probs(probs: torch.Tensor, clip: float = UNARY_CLIP) -> torch.Tensor:
-    """Negative log-probability unary, as ``pydensecrf.utils.unary_from_softmax``.
+def unary_from_probs(probs: torch.Tensor,
+                     clip: float = UNARY_CLIP) -> torch.Tensor:
+    """Unary ``-log(p)`` as in ``pydensecrf.utils.unary_from_softmax``.
 
     Args:
         probs: (B, C, H, W) probabilities.
@@ -259,10 +294,12 @@ def unary_from_probs(probs: torch.Tensor, clip: float = UNARY_CLIP) -> torch.Ten
     return -torch.log(probs.float().clamp(min=clip, max=1.0))
 
 
-def _gaussian_matrix(size: int, sigma: float, device: torch.device) -> torch.Tensor:
-    """(size, size) matrix ``exp(-(i - j)^2 / (2 sigma^2))`` of pixel distances."""
+def _gaussian_matrix(size: int, sigma: float,
+                     device: torch.device) -> torch.Tensor:
+    """(size, size) matrix of ``exp(-(i - j)^2 / (2 sigma^2))``."""
     idx = torch.arange(size, device=device, dtype=torch.float32)
-    return torch.exp(-(idx[:, None] - idx[None, :]).square() / (2.0 * sigma * sigma))
+    return torch.exp(-(idx[:, None] - idx[None, :]).square() /
+                     (2.0 * sigma * sigma))
 
 
 class _SpatialKernel:
@@ -280,7 +317,8 @@ class _SpatialKernel:
         device: Device of the tensors.
     """
 
-    def __init__(self, height: int, width: int, sxy: float, device: torch.device):
+    def __init__(self, height: int, width: int, sxy: float,
+                 device: torch.device):
         self.rows = _gaussian_matrix(height, sxy, device)  # (H, H)
         self.cols = _gaussian_matrix(width, sxy, device)  # (W, W)
         ones = torch.ones(1, 1, height, width, device=device)
@@ -295,7 +333,8 @@ class _SpatialKernel:
         return self.inv_sqrt_norm * self._blur(q * self.inv_sqrt_norm)
 
 
-def _disc_rows(radius: float, stride: int, height: int, width: int) -> List[Tuple[int, int]]:
+def _disc_rows(radius: float, stride: int, height: int,
+               width: int) -> List[Tuple[int, int]]:
     """Rows of the sampled offsets that lie in a disc and can reach the image.
 
     Args:
@@ -321,8 +360,8 @@ def _disc_rows(radius: float, stride: int, height: int, width: int) -> List[Tupl
     return rows
 
 
-def _row_neighbours(padded: torch.Tensor, pad: int, dy: int, m: int, stride: int,
-                    height: int, width: int) -> torch.Tensor:
+def _row_neighbours(padded: torch.Tensor, pad: int, dy: int, m: int,
+                    stride: int, height: int, width: int) -> torch.Tensor:
     """View of the sampled neighbours in one row of offsets (no copy).
 
     Args:
@@ -339,7 +378,8 @@ def _row_neighbours(padded: torch.Tensor, pad: int, dy: int, m: int, stride: int
         ``[..., y, x, j] = padded value at (y + dy, x + stride * (j - m))``.
     """
     reach = m * stride
-    band = padded[:, :, pad + dy:pad + dy + height, pad - reach:pad + width + reach]
+    band = padded[:, :, pad + dy:pad + dy + height,
+                  pad - reach:pad + width + reach]
     return band.unfold(-1, 2 * reach + 1, 1)[..., ::stride]
 
 
@@ -385,10 +425,12 @@ class _BilateralKernel:
         self.shape = tuple(images.shape[2:])
         self.stride = stride
         self.rows = _disc_rows(truncate * sxy, stride, *self.shape)
-        self.offsets = [(dy, stride * j) for dy, m in self.rows for j in range(-m, m + 1)]
+        self.offsets = [(dy, stride * j) for dy, m in self.rows
+                        for j in range(-m, m + 1)]
         self.pad = max(max(abs(dy), m * stride) for dy, m in self.rows)
         self.weights = self._weights(images, sxy, srgb)  # (B, O, H, W)
-        self.inv_sqrt_norm = self.weights.sum(1, keepdim=True).rsqrt()  # (B, 1, H, W)
+        norm = self.weights.sum(1, keepdim=True)  # (B, 1, H, W)
+        self.inv_sqrt_norm = norm.rsqrt()
 
     def _row_slices(self):
         """Yield ``(dy, m, slice of the offset axis)`` for every row."""
@@ -397,41 +439,49 @@ class _BilateralKernel:
             yield dy, m, slice(start, start + 2 * m + 1)
             start += 2 * m + 1
 
-    def _weights(self, images: torch.Tensor, sxy: float, srgb: float) -> torch.Tensor:
-        """(B, O, H, W) kernel weights; zero for neighbours outside the image."""
+    def _weights(self, images: torch.Tensor, sxy: float,
+                 srgb: float) -> torch.Tensor:
+        """(B, O, H, W) kernel weights; 0 for neighbours outside the image."""
         b, _, h, w = images.shape
         # An infinite colour outside the image gives those neighbours weight 0.
         padded = F.pad(images, [self.pad] * 4, value=float('inf'))
         energy = images.new_empty(b, len(self.offsets), h, w)
         for dy, m, cols in self._row_slices():
-            neighbours = _row_neighbours(padded, self.pad, dy, m, self.stride, h, w)
-            colour = (neighbours - images.unsqueeze(-1)).square().sum(1)  # (B, H, W, 2m+1)
-            energy[:, cols] = colour.permute(0, 3, 1, 2)
+            neighbours = _row_neighbours(padded, self.pad, dy, m, self.stride,
+                                         h, w)
+            diff = neighbours - images.unsqueeze(-1)  # (B, 3, H, W, 2m+1)
+            energy[:, cols] = diff.square().sum(1).permute(0, 3, 1, 2)
         spatial = torch.tensor([dy * dy + dx * dx for dy, dx in self.offsets],
-                               device=images.device, dtype=torch.float32)
+                               device=images.device,
+                               dtype=torch.float32)
         energy.mul_(0.5 / (srgb * srgb))
         energy.add_((spatial * (0.5 / (sxy * sxy))).view(1, -1, 1, 1))
         return energy.neg_().exp_()
 
     def _filter_by_offset(self, padded: torch.Tensor) -> torch.Tensor:
-        """Weighted neighbour sum, one fused multiply-add per offset (fast on CPU)."""
+        """Weighted neighbour sum, one op per offset (fast on CPU)."""
         h, w = self.shape
         out = padded.new_zeros(padded.shape[0], padded.shape[1], h, w)
         for k, (dy, dx) in enumerate(self.offsets):
-            out.addcmul_(self.weights[:, k:k + 1], _shifted(padded, self.pad, dy, dx, h, w))
+            out.addcmul_(self.weights[:, k:k + 1],
+                         _shifted(padded, self.pad, dy, dx, h, w))
         return out
 
     def _filter_by_row(self, padded: torch.Tensor) -> torch.Tensor:
-        """Weighted neighbour sum, one reduction per row of offsets (few GPU launches)."""
+        """Weighted neighbour sum, one op per offset row (fewer launches)."""
         h, w = self.shape
         out = padded.new_zeros(padded.shape[0], padded.shape[1], h, w)
         for dy, m, cols in self._row_slices():
-            neighbours = _row_neighbours(padded, self.pad, dy, m, self.stride, h, w)
-            weight = self.weights[:, cols].permute(0, 2, 3, 1).unsqueeze(1)  # (B, 1, H, W, 2m+1)
+            neighbours = _row_neighbours(padded, self.pad, dy, m, self.stride,
+                                         h, w)
+            # (B, 2m+1, H, W) -> (B, 1, H, W, 2m+1)
+            weight = self.weights[:, cols].permute(0, 2, 3, 1).unsqueeze(1)
             out += (neighbours * weight).sum(-1)
         return out
 
-    def __call__(self, q: torch.Tensor, by_row: Optional[bool] = None) -> torch.Tensor:
+    def __call__(self,
+                 q: torch.Tensor,
+                 by_row: Optional[bool] = None) -> torch.Tensor:
         """Apply ``D^-1/2 K D^-1/2`` to (B, C, H, W) ``q``.
 
         Args:
@@ -441,11 +491,15 @@ class _BilateralKernel:
         """
         padded = F.pad(q * self.inv_sqrt_norm, [self.pad] * 4)
         by_row = q.is_cuda if by_row is None else by_row
-        out = self._filter_by_row(padded) if by_row else self._filter_by_offset(padded)
+        if by_row:
+            out = self._filter_by_row(padded)
+        else:
+            out = self._filter_by_offset(padded)
         return out * self.inv_sqrt_norm
 
 
-def _pairwise_terms(images: torch.Tensor, params: DenseCRFParams, truncate: float,
+def _pairwise_terms(images: torch.Tensor, params: DenseCRFParams,
+                    truncate: float,
                     downsample: int) -> List[Tuple[float, object]]:
     """Build the enabled pairwise kernels with their Potts weights.
 
@@ -463,11 +517,13 @@ def _pairwise_terms(images: torch.Tensor, params: DenseCRFParams, truncate: floa
     terms = []
     if params.gaussian_compat > 0:
         terms.append((float(params.gaussian_compat),
-                      _SpatialKernel(h, w, params.gaussian_sxy, images.device)))
+                      _SpatialKernel(h, w, params.gaussian_sxy,
+                                     images.device)))
     if params.bilateral_compat > 0:
-        terms.append((float(params.bilateral_compat),
-                      _BilateralKernel(images, params.bilateral_sxy,
-                                       params.bilateral_srgb, truncate, downsample)))
+        terms.append(
+            (float(params.bilateral_compat),
+             _BilateralKernel(images, params.bilateral_sxy,
+                              params.bilateral_srgb, truncate, downsample)))
     return terms
 
 
@@ -492,11 +548,16 @@ def _mean_field(unary: torch.Tensor, terms: List[Tuple[float, object]],
     return q
 
 
-def _images_per_chunk(height: int, width: int, params: DenseCRFParams, truncate: float,
-                      downsample: int, budget: Optional[int] = None) -> int:
-    """Most images whose stored bilateral weights fit in ``budget`` bytes (>= 1)."""
+def _images_per_chunk(height: int,
+                      width: int,
+                      params: DenseCRFParams,
+                      truncate: float,
+                      downsample: int,
+                      budget: Optional[int] = None) -> int:
+    """Most images whose bilateral weights fit in ``budget`` bytes, >= 1."""
     budget = WEIGHT_BUDGET_BYTES if budget is None else budget
-    rows = _disc_rows(truncate * params.bilateral_sxy, downsample, height, width)
+    rows = _disc_rows(truncate * params.bilateral_sxy, downsample, height,
+                      width)
     per_image = 4 * height * width * sum(2 * m + 1 for _, m in rows)
     return max(1, budget // per_image)
 
@@ -563,8 +624,10 @@ def dense_crf_torch(probs: torch.Tensor,
     for start in range(0, probs.shape[0], chunk_size):
         stop = start + chunk_size
         unary = unary_from_probs(probs[start:stop])
-        terms = (_pairwise_terms(images[start:stop].float(), params, truncate, downsample)
-                 if params.iterations > 0 else [])
+        terms = []
+        if params.iterations > 0:
+            terms = _pairwise_terms(images[start:stop].float(), params,
+                                    truncate, downsample)
         outputs.append(_mean_field(unary, terms, params.iterations))
     return torch.cat(outputs, dim=0)
 
@@ -574,7 +637,9 @@ def dense_crf_torch(probs: torch.Tensor,
 # ---------------------------------------------------------------------------
 def _as_tensor(x: ArrayOrTensor) -> torch.Tensor:
     """Wrap a numpy array as a tensor; pass tensors through."""
-    return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+    if isinstance(x, torch.Tensor):
+        return x
+    return torch.from_numpy(np.ascontiguousarray(x))
 
 
 def crf_refine(probs: ArrayOrTensor,
@@ -601,18 +666,23 @@ def crf_refine(probs: ArrayOrTensor,
     params = DenseCRFParams() if params is None else params
     probs_t, image_t = _as_tensor(probs), _as_tensor(image)
     if probs_t.dim() != 3:
-        raise ValueError(f'probs must have shape (C, H, W), got {tuple(probs_t.shape)}')
+        raise ValueError(
+            f'probs must have shape (C, H, W), got {tuple(probs_t.shape)}')
     if image_t.dtype != torch.uint8:
         raise TypeError(f'image must be uint8 RGB, got dtype {image_t.dtype}')
     if image_t.dim() != 3 or image_t.shape[2] != 3:
-        raise ValueError(f'image must have shape (H, W, 3), got {tuple(image_t.shape)}')
+        raise ValueError(
+            f'image must have shape (H, W, 3), got {tuple(image_t.shape)}')
     if backend == 'torch':
         images = image_t.permute(2, 0, 1).unsqueeze(0)
-        return dense_crf_torch(probs_t.unsqueeze(0), images, params, **kwargs)[0]
+        return dense_crf_torch(probs_t.unsqueeze(0), images, params,
+                               **kwargs)[0]
     if backend == 'pydensecrf':
         if kwargs:
-            raise TypeError(f'the pydensecrf backend takes no settings, got {sorted(kwargs)}')
+            raise TypeError('the pydensecrf backend takes no settings, '
+                            f'got {sorted(kwargs)}')
         refined = dense_crf_pydensecrf(probs_t.detach().cpu().float().numpy(),
                                        image_t.detach().cpu().numpy(), params)
         return torch.from_numpy(refined).to(probs_t.device)
-    raise ValueError(f"backend must be 'torch' or 'pydensecrf', got {backend!r}")
+    raise ValueError(
+        f"backend must be 'torch' or 'pydensecrf', got {backend!r}")

@@ -3,6 +3,7 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from mmengine.structures import PixelData
+from mmseg.utils import add_prefix
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
@@ -54,12 +55,17 @@ class LPDEncoderDecoder(EncoderDecoder):
     and torch-backend options), ``max_pixels`` (largest image accepted,
     default 2048x2048 for whole and 8192x8192 for slide).
 
+    Training adds, when ``mask_refiner`` is configured (e.g.
+    ``dict(type='MaskRefiner', encoder='ema')``), the refiner's contrastive
+    losses after the head's warm-up.
+
     Output per sample: ``seg_logits`` ``(C+1, H, W)`` (softmax gives class
     probabilities; log-probabilities after CRF) and ``pred_sem_seg`` with
     values ``0..C``, ``C`` = background.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, mask_refiner: Optional[dict] = None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         if not isinstance(self.decode_head, LPDHead):
             raise TypeError('LPDEncoderDecoder needs decode_head of type '
@@ -67,6 +73,31 @@ class LPDEncoderDecoder(EncoderDecoder):
         self.test_cfg = self._checked_test_cfg(self.test_cfg)
         # Set by LPDTTAModel while it runs the augmented passes.
         self.defer_finalize = False
+        self.mask_refiner = None
+        if mask_refiner is not None:
+            self.mask_refiner = MODELS.build(mask_refiner)
+            self.mask_refiner.build(self.backbone,
+                                    self.decode_head.in_channels[-1])
+
+    # ------------------------------------------------------------- training
+    def loss(self, inputs: Tensor, data_samples: List[SegDataSample]
+             ) -> dict:
+        """Head losses (classification, diversity after warm-up) and, when
+        configured, the mask refiner's losses after warm-up."""
+        x = self.extract_feat(inputs)
+        head = self.decode_head
+        similarities = head.forward(x)
+        labels = head.stack_image_labels(data_samples)
+        losses = add_prefix(head.loss_by_feat(similarities, labels),
+                            'decode')
+        if self.mask_refiner is not None and head.extra_losses_active():
+            logit_map = head.stage_logit_maps(similarities)[-1]
+            losses.update(add_prefix(
+                self.mask_refiner.loss(inputs, logit_map, labels, head,
+                                       self.backbone), 'refine'))
+        if self.with_auxiliary_head:
+            losses.update(self._auxiliary_head_forward_train(x, data_samples))
+        return losses
 
     @staticmethod
     def _checked_test_cfg(test_cfg):
@@ -165,7 +196,8 @@ class LPDEncoderDecoder(EncoderDecoder):
                  probs: Tensor,
                  image: Optional[Tensor] = None,
                  gt_mask: Optional[Tensor] = None,
-                 source: Optional[str] = None) -> Tensor:
+                 source: Optional[str] = None,
+                 labels: Optional[Tensor] = None) -> Tensor:
         """Gating, background channel and optional CRF for one image.
 
         Args:
@@ -176,12 +208,17 @@ class LPDEncoderDecoder(EncoderDecoder):
             gt_mask (Tensor, optional): ``(1, H, W)`` or ``(H, W)``, needed
                 for ``gate='oracle'``.
             source (str, optional): image path for error messages.
+            labels (Tensor, optional): ``(C,)`` known image-level labels
+                (e.g. of a training patch); when given they gate the classes
+                instead of ``test_cfg.gate``.
 
         Returns:
             Tensor: ``seg_logits`` ``(C + 1, H, W)``.
         """
         gate = None
-        if self.test_cfg.gate == 'oracle':
+        if labels is not None:
+            gate = labels.reshape(1, -1).to(cams)
+        elif self.test_cfg.gate == 'oracle':
             if gt_mask is None:
                 raise ValueError(
                     f"test_cfg.gate='oracle' takes class presence from the "
@@ -198,7 +235,7 @@ class LPDEncoderDecoder(EncoderDecoder):
         return refined.clamp_min(1e-8).log().to(scores.dtype)
 
     # ------------------------------------------------------------- geometry
-    def _restore(self, maps: Tensor, meta: dict, mode: str) -> Tensor:
+    def restore_geometry(self, maps: Tensor, meta: dict, mode: str) -> Tensor:
         """Remove padding, undo a flip, resize ``(1, K, H, W)`` to the
         original image size; returns ``(K, H0, W0)``."""
         height, width = maps.shape[2:]
@@ -218,7 +255,7 @@ class LPDEncoderDecoder(EncoderDecoder):
                                  else None)
         return maps[0]
 
-    def _denormalized(self, inputs: Tensor) -> Tensor:
+    def denormalized_inputs(self, inputs: Tensor) -> Tensor:
         """Undo the data preprocessor's normalisation: pixel values 0..255
         (channel order as fed to the network)."""
         pre = self.data_preprocessor
@@ -243,11 +280,11 @@ class LPDEncoderDecoder(EncoderDecoder):
         num_classes = self.num_classes_tissue
         want_image = self.crf_enabled
         for i, sample in enumerate(data_samples):
-            maps = self._restore(raw[i:i + 1], metas[i], 'bilinear')
+            maps = self.restore_geometry(raw[i:i + 1], metas[i], 'bilinear')
             cams, probs = maps[:num_classes], maps[num_classes:]
             image = None
             if want_image:
-                image = self._restore(self._denormalized(inputs[i:i + 1]),
+                image = self.restore_geometry(self.denormalized_inputs(inputs[i:i + 1]),
                                       metas[i], 'bilinear')
             gt = sample.gt_sem_seg.data if 'gt_sem_seg' in sample else None
             if self.defer_finalize:

@@ -1,0 +1,119 @@
+import glob
+import importlib.util
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.model import revert_sync_batchnorm
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIGS = sorted(
+    p for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'),
+                         recursive=True) if '_base_' not in p)
+
+
+def _name(path):
+    return osp.relpath(path, osp.join(REPO, 'configs'))
+
+
+def _has_mmpretrain():
+    if importlib.util.find_spec('mmpretrain') is None:
+        return False
+    try:
+        import mmpretrain.models  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def _load(path):
+    cfg = Config.fromfile(path, import_custom_modules=False)
+    if 'mmpretrain.models' in cfg.custom_imports['imports'] and \
+            not _has_mmpretrain():
+        pytest.skip('mmpretrain (with torchvision) is not installed')
+    return Config.fromfile(path)
+
+
+def test_configs_found():
+    names = {_name(p) for p in CONFIGS}
+    for expected in ('lpd/lpd_mit-b1_1x10-18.7k_bcss-wsss-224.py',
+                     'lpd/lpd_mit-b1_1x10-18.7k_luad-histoseg-224.py',
+                     'baselines/cam_mit-b1_1x10-18.7k_bcss-wsss-224.py',
+                     'baselines/bank_mit-b1_1x10-18.7k_bcss-wsss-224.py',
+                     'lpd/lpd_mit-tiny_1x8-600_synthetic-bcss-128.py'):
+        assert expected in names
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=_name)
+def test_config_is_self_contained(path):
+    # Every config must parse, optional imports or not.
+    cfg = Config.fromfile(path, import_custom_modules=False)
+    text = open(path).read()
+    assert 'custom_imports' in text, 'custom_imports must be in the file'
+    assert 'lpd_mmseg' in cfg.custom_imports['imports']
+    assert cfg.custom_imports['allow_failed_imports'] is False
+    assert cfg.default_scope == 'mmseg'
+    assert cfg.get('load_from') is None
+
+
+def _shrink_for_cpu(cfg):
+    model = cfg.model
+    model.pretrained = None
+    model.backbone.init_cfg = None
+    if model.backbone.type == 'SwinTransformer':
+        model.backbone.pretrain_img_size = 64
+    return model
+
+
+def _samples(n, size, with_label=True):
+    out = []
+    for i in range(n):
+        s = SegDataSample(metainfo=dict(ori_shape=(size, size),
+                                        img_shape=(size, size),
+                                        pad_shape=(size, size)))
+        label = torch.zeros(4)
+        label[i % 4] = 1
+        label[(i + 1) % 4] = 1
+        s.gt_image_label = label
+        out.append(s)
+    return out
+
+
+@pytest.mark.parametrize('path', [
+    p for p in CONFIGS if '/lpd/' in p or '/baselines/' in p
+], ids=_name)
+def test_one_training_step(path):
+    cfg = _load(path)
+    model = revert_sync_batchnorm(MODELS.build(_shrink_for_cpu(cfg)))
+    model.train()
+    head = model.decode_head
+    if head.prototype_mode == 'frozen_bank':
+        head.set_prototype_bank([
+            torch.randn(head.num_classes * head.num_prototypes, c)
+            for c in head.in_channels
+        ])
+    from mmengine.logging import MessageHub
+    MessageHub.get_current_instance().update_info('iter', 10**6)
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 64, 64) * 255
+    losses = model.loss(images, _samples(2, 64))
+    total = sum(v for k, v in losses.items() if 'loss' in k)
+    assert torch.isfinite(total)
+    total.backward()
+    grads = [p.grad for p in head.parameters() if p.requires_grad]
+    assert grads and all(g is not None and torch.isfinite(g).all()
+                         for g in grads)
+    model.eval()
+    with torch.no_grad():
+        out = model.predict(images)
+    assert out[0].pred_sem_seg.data.shape == (1, 64, 64)
+
+
+def test_second_stage_configs_parse():
+    for path in CONFIGS:
+        if '/second_stage/' in path:
+            cfg = Config.fromfile(path, import_custom_modules=False)
+            assert cfg.model.decode_head.num_classes == 5

@@ -1,0 +1,123 @@
+"""Whole-workflow runs at tiny size: our tools and MMSeg's stock tools."""
+import glob
+import json
+import os
+import os.path as osp
+import re
+
+import pytest
+
+from conftest import TINY_CONFIG, data_root_options, run_tool
+
+pytestmark = pytest.mark.slow
+
+
+def _stock_tool(name):
+    import mmseg
+    path = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools', name)
+    assert osp.isfile(path), f'mmseg does not ship {path}'
+    return path
+
+
+def _test_metrics(work_dir):
+    """Metrics of the latest test run in ``work_dir``."""
+    runs = sorted(glob.glob(osp.join(work_dir, '*', '*.json')),
+                  key=osp.getmtime)
+    assert runs, f'no metrics json under {work_dir}'
+    with open(runs[-1]) as f:
+        return json.loads(f.read().strip().splitlines()[-1])
+
+
+def _metric_keys(metrics):
+    return {k: v for k, v in metrics.items()
+            if k in ('mIoU', 'mDice', 'FwIoU', 'aAcc') or '.' in k}
+
+
+def test_our_train_wrote_checkpoints_and_logged_losses(tiny_trained):
+    work_dir, checkpoint = tiny_trained
+    logs = glob.glob(osp.join(work_dir, '*', '*.log'))
+    assert logs
+    text = open(logs[0]).read()
+    assert 'decode.loss_cls_s4' in text
+    # diversity is logged after the warm-up (2 iterations) only
+    lines = [ln for ln in text.splitlines() if 'Iter(train)' in ln]
+    assert 'loss_div' not in lines[0] and 'loss_div' in lines[-1]
+    assert osp.isfile(osp.join(work_dir, 'iter_2.pth'))
+
+
+def test_stock_mmseg_tools_train_resume_test(tiny_data, tmp_path):
+    work_dir = str(tmp_path / 'stock')
+    opts = data_root_options(tiny_data)
+    run_tool([_stock_tool('train.py'), TINY_CONFIG, '--work-dir', work_dir,
+              '--cfg-options'] + opts + ['train_cfg.max_iters=2'])
+    assert osp.isfile(osp.join(work_dir, 'iter_2.pth'))
+    out = run_tool([_stock_tool('train.py'), TINY_CONFIG, '--work-dir',
+                    work_dir, '--resume', '--cfg-options'] + opts)
+    log = out.stdout + out.stderr
+    assert re.search(r'resumed? .*iter_2\.pth|Auto resumed from.*iter_2',
+                     log, re.I), log[-2000:]
+    assert 'Iter(train) [3/4]' in log and 'Iter(train) [1/4]' not in log
+    checkpoint = osp.join(work_dir, 'iter_4.pth')
+    assert osp.isfile(checkpoint)
+
+    stock_dir = str(tmp_path / 'stock_test')
+    run_tool([_stock_tool('test.py'), TINY_CONFIG, checkpoint, '--work-dir',
+              stock_dir, '--cfg-options'] + opts)
+    ours_dir = str(tmp_path / 'ours_test')
+    run_tool(['tools/test.py', TINY_CONFIG, checkpoint, '--work-dir',
+              ours_dir, '--cfg-options'] + opts)
+    stock, ours = _test_metrics(stock_dir), _test_metrics(ours_dir)
+    assert _metric_keys(stock) == _metric_keys(ours)
+    assert 'mIoU' in ours and 'IoU.TUM' in ours
+
+
+def test_our_test_tool_tta_oracle_crf_out_show(tiny_data, tiny_trained,
+                                               tmp_path):
+    _, checkpoint = tiny_trained
+    opts = data_root_options(tiny_data)
+    plain = run_tool(['tools/test.py', TINY_CONFIG, checkpoint, '--work-dir',
+                      str(tmp_path / 'plain'), '--cfg-options'] + opts)
+    assert 'background protocol: count' in plain.stdout + plain.stderr
+    tta = run_tool(['tools/test.py', TINY_CONFIG, checkpoint, '--tta',
+                    '--work-dir', str(tmp_path / 'tta'), '--cfg-options'] +
+                   opts)
+    assert 'mIoU' in _test_metrics(str(tmp_path / 'tta'))
+    assert 'LPDTTAModel' in tta.stdout + tta.stderr
+    run_tool(['tools/test.py', TINY_CONFIG, checkpoint, '--gate', 'oracle',
+              '--crf', 'torch', '--background', 'ignore', '--out',
+              str(tmp_path / 'preds'), '--show-dir', 'overlays',
+              '--work-dir', str(tmp_path / 'full'), '--cfg-options'] + opts)
+    preds = sorted(os.listdir(tmp_path / 'preds'))
+    assert len(preds) == 6 and all(p.endswith('.png') for p in preds)
+    overlays = glob.glob(str(tmp_path / 'full' / 'overlays' / '**' /
+                             '*.png'), recursive=True)
+    assert len(overlays) == 6
+
+
+def test_test_tool_refuses_mismatched_checkpoint(tiny_data, tiny_trained,
+                                                 tmp_path):
+    _, checkpoint = tiny_trained
+    opts = data_root_options(tiny_data)
+    out = run_tool(['tools/test.py', TINY_CONFIG, checkpoint, '--work-dir',
+                    str(tmp_path / 'w'), '--cfg-options'] + opts +
+                   ['model.decode_head.num_prototypes=2'], check=False)
+    assert out.returncode != 0
+    err = out.stdout + out.stderr
+    assert 'CheckpointMismatchError' in err
+    assert 'decode_head.prototypes: checkpoint (12, 16) vs model (8, 16)' \
+        in err
+    # the stock tool is protected by the same start-up check
+    out = run_tool([_stock_tool('test.py'), TINY_CONFIG, checkpoint,
+                    '--work-dir', str(tmp_path / 'w2'), '--cfg-options'] +
+                   opts + ['model.decode_head.num_prototypes=2'], check=False)
+    assert out.returncode != 0
+    assert 'CheckpointMismatchError' in out.stdout + out.stderr
+
+
+def test_class_count_mismatch_fails_at_start(tiny_data, tmp_path):
+    out = run_tool(['tools/train.py', TINY_CONFIG, '--work-dir',
+                    str(tmp_path / 'w'), '--cfg-options'] +
+                   data_root_options(tiny_data) +
+                   ['model.decode_head.num_classes=3'], check=False)
+    assert out.returncode != 0
+    assert 'num_classes=3 but the train data set' in out.stdout + out.stderr
