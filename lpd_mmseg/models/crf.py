@@ -84,6 +84,12 @@ PYDENSECRF_INSTALL_HINT = (
 
 ArrayOrTensor = Union[np.ndarray, torch.Tensor]
 
+# Kernel weights below this are set to 0, and probabilities are raised to at
+# least this before message passing.  Float32 denormals (below ~1e-38), which
+# exp() of large energies and saturated softmaxes produce, slow CPU arithmetic
+# down by orders of magnitude; values this small change no message visibly.
+_TINY = 1e-15
+
 
 @dataclass(frozen=True)
 class DenseCRFParams:
@@ -296,10 +302,16 @@ def unary_from_probs(probs: torch.Tensor,
 
 def _gaussian_matrix(size: int, sigma: float,
                      device: torch.device) -> torch.Tensor:
-    """(size, size) matrix of ``exp(-(i - j)^2 / (2 sigma^2))``."""
+    """(size, size) matrix of ``exp(-(i - j)^2 / (2 sigma^2))``, tiny -> 0."""
     idx = torch.arange(size, device=device, dtype=torch.float32)
-    return torch.exp(-(idx[:, None] - idx[None, :]).square() /
-                     (2.0 * sigma * sigma))
+    energy = (idx[:, None] - idx[None, :]).square() / (2.0 * sigma * sigma)
+    return _exp_neg(energy)
+
+
+def _exp_neg(energy: torch.Tensor) -> torch.Tensor:
+    """``exp(-energy)`` in place, exactly 0 where it would be below _TINY."""
+    energy.masked_fill_(energy > -math.log(_TINY), math.inf)
+    return energy.neg_().exp_()
 
 
 class _SpatialKernel:
@@ -456,7 +468,7 @@ class _BilateralKernel:
                                dtype=torch.float32)
         energy.mul_(0.5 / (srgb * srgb))
         energy.add_((spatial * (0.5 / (sxy * sxy))).view(1, -1, 1, 1))
-        return energy.neg_().exp_()
+        return _exp_neg(energy)
 
     def _filter_by_offset(self, padded: torch.Tensor) -> torch.Tensor:
         """Weighted neighbour sum, one op per offset (fast on CPU)."""
@@ -541,9 +553,10 @@ def _mean_field(unary: torch.Tensor, terms: List[Tuple[float, object]],
     """
     q = torch.softmax(-unary, dim=1)
     for _ in range(iterations):
+        sender = q.clamp_min(_TINY)
         logits = -unary
         for compat, kernel in terms:
-            logits = logits + compat * kernel(q)
+            logits = logits + compat * kernel(sender)
         q = torch.softmax(logits, dim=1)
     return q
 
@@ -594,10 +607,10 @@ def dense_crf_torch(probs: torch.Tensor,
             1 % of the 2-D Gaussian's mass; larger values barely change the
             result.
         downsample: Spacing, in pixels, of the sampled bilateral neighbours.
-            1 uses every pixel of the window (closest to pydensecrf, about
-            4x the time and memory of 2); 2 is the default trade-off; 3 or
-            more is faster and coarser.  ``benchmarks/crf_agreement.py``
-            measures the agreement.
+            1 uses every pixel of the window (closest to pydensecrf; 4x
+            the offsets, memory and roughly the time of 2); 2 is the default
+            trade-off; 3 or more is faster and coarser.
+            ``benchmarks/crf_agreement.py`` measures agreement and speed.
         chunk_size: Number of images refined together.  The stored
             bilateral weights take about ``4 * H * W * pi * (truncate *
             bilateral_sxy / downsample)^2`` bytes per image (142 MB at

@@ -1,0 +1,175 @@
+# Second stage of the two-stage WSSS recipe: a plain, fully supervised
+# SegFormer (MiT-B1 + SegformerHead, stock mmseg EncoderDecoder) trained on
+# the LPD pseudo-masks of the BCSS-WSSS training patches.
+#
+# 1. Train LPD (configs/lpd/lpd_mit-b1_1x10-18.7k_bcss-wsss-224.py).
+# 2. Write one pseudo-mask per training patch, same file name, values
+#    0 TUM, 1 STR, 2 LYM, 3 NEC, 4 background:
+#      python tools/make_pseudo_masks.py \
+#          configs/lpd/lpd_mit-b1_1x10-18.7k_bcss-wsss-224.py LPD_CKPT \
+#          --out data/BCSS-WSSS/pseudo_masks --crf torch
+# 3. Train this config:
+#      python tools/train.py configs/second_stage/\
+#          segformer_mit-b1_1x10-18.7k_bcss-wsss-pseudo-224.py
+#    and test it like any model (tools/test.py CONFIG CKPT).  There is no
+#    class gating here: the network predicts all 5 classes directly, so the
+#    numbers correspond to the "predicted" (honest) gating protocol.
+#
+# The head predicts 5 classes: the 4 tissue classes plus background (value
+# 4), which the LPD pseudo-masks mark where no tissue CAM is strong.  The
+# evaluation follows the 'count' protocol of configs/_base_/datasets/
+# bcss_wsss.py (mIoU over the 4 tissue classes of a 5x5 confusion matrix).
+#
+# Schedule: the LPD schedule (18.7k iterations = 8 epochs at batch 10,
+# checkpoint selected by val mIoU), with SegFormer's usual optimiser
+# settings on top: AdamW lr 6e-5, weight decay 0.01, 10x learning rate for
+# the head, no decay on norms and position blocks, 1500 iterations of
+# linear warm-up.  BN, not SyncBN, so that one GPU (or CPU) works; switch
+# norm_cfg to SyncBN for multi-GPU runs.
+_base_ = [
+    '../_base_/default_runtime.py', '../_base_/schedules/schedule_lpd_18.7k.py'
+]
+custom_imports = dict(imports=['lpd_mmseg'], allow_failed_imports=False)
+
+dataset_type = 'BCSSWSSSDataset'
+data_root = 'data/BCSS-WSSS'
+# Folders below data_root: the training patches and the pseudo-masks with
+# the same file names (BCSSWSSSDataset pairs them by name and refuses a
+# patch without a mask or a mask without a patch).
+train_img_dir = 'training'
+pseudo_mask_dir = 'pseudo_masks'
+crop_size = (224, 224)
+num_classes = 5  # TUM, STR, LYM, NEC + background
+
+checkpoint = 'https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segformer/mit_b1_20220624-02e5a6a1.pth'  # noqa
+norm_cfg = dict(type='BN', requires_grad=True)
+data_preprocessor = dict(
+    type='SegDataPreProcessor',
+    # Same statistics as LPD (BGR-read H&E patches, 0..255 scale).
+    mean=[170.3145, 121.8645, 180.081],
+    std=[44.2935, 57.528, 50.541],
+    bgr_to_rgb=False,
+    size_divisor=32,
+    pad_val=0,
+    seg_pad_val=255)
+model = dict(
+    type='EncoderDecoder',
+    data_preprocessor=data_preprocessor,
+    pretrained=None,
+    backbone=dict(
+        type='MixVisionTransformer',
+        in_channels=3,
+        embed_dims=64,
+        num_stages=4,
+        num_layers=[2, 2, 2, 2],
+        num_heads=[1, 2, 5, 8],
+        patch_sizes=[7, 3, 3, 3],
+        sr_ratios=[8, 4, 2, 1],
+        out_indices=(0, 1, 2, 3),
+        mlp_ratio=4,
+        qkv_bias=True,
+        drop_rate=0.0,
+        attn_drop_rate=0.0,
+        drop_path_rate=0.1,
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
+    decode_head=dict(
+        type='SegformerHead',
+        in_channels=[64, 128, 320, 512],
+        in_index=[0, 1, 2, 3],
+        channels=256,
+        dropout_ratio=0.1,
+        num_classes=num_classes,
+        norm_cfg=norm_cfg,
+        align_corners=False,
+        # Padding (seg_pad_val 255) is ignored; background (4) is a class.
+        ignore_index=255,
+        loss_decode=dict(
+            type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
+    train_cfg=dict(),
+    test_cfg=dict(mode='whole'))
+
+# Pseudo-masks are loaded like real masks (values 0..4 are checked); the
+# same flips and 90-degree rotations as LPD's training.
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadHistoAnnotations'),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='RandomFlip', prob=0.5, direction='vertical'),
+    dict(type='RandomRotate90'),
+    dict(type='PackSegInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadHistoAnnotations'),
+    dict(type='PackWeakSegInputs'),
+]
+# `tools/test.py --tta`: average the softmax over a horizontal flip.
+tta_model = dict(type='SegTTAModel')
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [
+                dict(type='RandomFlip', prob=0., direction='horizontal'),
+                dict(type='RandomFlip', prob=1., direction='horizontal'),
+            ],
+            [dict(type='LoadHistoAnnotations')],
+            [dict(type='PackSegInputs')],
+        ]),
+]
+train_dataloader = dict(
+    batch_size=10,
+    num_workers=4,
+    persistent_workers=True,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        # No `split`: an explicit prefix with seg_map_path reads masks.
+        data_prefix=dict(img_path=train_img_dir, seg_map_path=pseudo_mask_dir),
+        pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=8,
+    num_workers=2,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        split='val',
+        pipeline=test_pipeline))
+test_dataloader = dict(
+    batch_size=8,
+    num_workers=2,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        split='test',
+        pipeline=test_pipeline))
+val_evaluator = dict(type='TissueIoUMetric', background='count')
+test_evaluator = val_evaluator
+
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(
+        type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
+    paramwise_cfg=dict(
+        custom_keys=dict(
+            pos_block=dict(decay_mult=0.0),
+            norm=dict(decay_mult=0.0),
+            head=dict(lr_mult=10.0))))
+param_scheduler = [
+    dict(
+        type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0,
+        end=1500),
+    dict(
+        type='PolyLR',
+        eta_min=0.0,
+        power=1.0,
+        begin=1500,
+        end={{_base_.max_iters}},
+        by_epoch=False)
+]

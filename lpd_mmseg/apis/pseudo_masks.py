@@ -1,0 +1,533 @@
+"""Pixel-level pseudo-masks for the weakly labelled training split.
+
+A trained LPD model turns every training patch into a palette PNG of class
+indices (``0..C-1`` tissue, ``C`` background) with the *same file name* as
+the patch, so that any fully supervised MMSegmentation model can be trained
+on ``training/`` + the pseudo-mask folder afterwards (the classic two-stage
+WSSS recipe; see ``configs/second_stage/``).
+
+The masks come from the paper's inference rule on whole-image CAMs: fused
+CAMs, class gating, background channel ``(1 - max) ** alpha``, optional
+dense CRF, argmax.  By default the classes are gated by the image-level
+label in each file name (these labels are known for the training split,
+so using them is not an oracle here): a pseudo-mask then never holds a
+tissue class that the label rules out, even after the CRF.
+
+Entry points: :func:`make_pseudo_masks` (config + checkpoint paths, what
+``tools/make_pseudo_masks.py`` calls) and :func:`generate_pseudo_masks` (an
+already loaded model and data set).
+"""
+import copy
+import datetime
+import json
+import os
+import os.path as osp
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from mmengine.config import Config
+from torch import Tensor
+
+GATE_CHOICES = ('labels', 'predicted')
+CRF_CHOICES = ('none', 'torch', 'pydensecrf')
+META_FILE = 'pseudo_masks_meta.json'
+MASK_SUFFIX = '.png'
+#: Deterministic loading for pseudo-masks: no augmentation, no mask.
+DETERMINISTIC_PIPELINE = (dict(type='LoadImageFromFile'),
+                          dict(type='PackWeakSegInputs'))
+#: Dataset wrappers whose inner ``dataset`` is the one to read.
+_WRAPPERS = ('RepeatDataset', 'ClassBalancedDataset')
+
+
+# ------------------------------------------------------------ pure helpers
+def labelled_argmax(seg_logits: Tensor, gate: Tensor) -> Tensor:
+    """Argmax over the allowed channels only.
+
+    Channels ``0..C-1`` are tissue classes and are allowed where ``gate`` is
+    non-zero; channel ``C`` (background) is always allowed.  This makes the
+    label constraint hold even after a CRF, which can move probability onto
+    channels that the gating had set to zero.
+
+    Args:
+        seg_logits (Tensor): ``(C + 1, H, W)`` scores (any monotone scale).
+        gate (Tensor): ``(C,)`` 0/1 class presence.
+
+    Returns:
+        Tensor: ``(H, W)`` int64 mask with values in ``0..C``.
+    """
+    num_classes = seg_logits.shape[0] - 1
+    if gate.numel() != num_classes:
+        raise ValueError(f'gate has {gate.numel()} entries but seg_logits '
+                         f'has {num_classes} tissue channels (+ background)')
+    allowed = torch.ones(num_classes + 1, dtype=torch.bool,
+                         device=seg_logits.device)
+    allowed[:num_classes] = gate.reshape(-1).to(seg_logits.device) > 0
+    masked = seg_logits.float().masked_fill(~allowed[:, None, None],
+                                            float('-inf'))
+    return masked.argmax(dim=0)
+
+
+def class_pixel_counts(mask: np.ndarray, num_values: int) -> np.ndarray:
+    """Pixels per value ``0..num_values-1`` of an integer mask.
+
+    Args:
+        mask (np.ndarray): ``(H, W)`` integer mask.
+        num_values (int): length of the result (``C + 1`` with background).
+
+    Returns:
+        np.ndarray: ``(num_values,)`` int64 counts.
+    """
+    flat = np.asarray(mask).reshape(-1).astype(np.int64)
+    if flat.size and (flat.min() < 0 or flat.max() >= num_values):
+        raise ValueError(f'mask values [{flat.min()}, {flat.max()}] outside '
+                         f'0..{num_values - 1}')
+    return np.bincount(flat, minlength=num_values).astype(np.int64)
+
+
+def palette_bytes(palette: Sequence[Sequence[int]]) -> List[int]:
+    """Flat 768-entry PIL palette from RGB triples (zero-padded).
+
+    A full 256-colour palette keeps the PNG at 8 bits per pixel whatever
+    the largest value is.
+    """
+    flat = [int(v) for rgb in palette for v in rgb]
+    if len(flat) > 768 or len(flat) % 3:
+        raise ValueError(f'palette must hold at most 256 RGB triples, got '
+                         f'{len(flat) / 3:g}')
+    return flat + [0] * (768 - len(flat))
+
+
+def save_palette_mask(mask: np.ndarray, path: str,
+                      palette: Sequence[Sequence[int]]) -> None:
+    """Write ``(H, W)`` class indices as a palette ("P" mode) PNG.
+
+    The file is written under a temporary name and then renamed, so an
+    interrupted run never leaves a truncated mask behind.
+
+    Args:
+        mask (np.ndarray): ``(H, W)`` integers in ``0..len(palette)-1``.
+        path (str): output ``.png`` path.
+        palette (list): RGB triples, one per class value.
+    """
+    from PIL import Image
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f'mask must be (H, W), got shape {mask.shape}')
+    if mask.size and (mask.min() < 0 or mask.max() >= len(palette)):
+        raise ValueError(f'{path}: mask values [{mask.min()}, {mask.max()}] '
+                         f'have no colour in a {len(palette)}-entry palette')
+    image = Image.fromarray(mask.astype(np.uint8), mode='L')
+    image.putpalette(palette_bytes(palette))  # 'L' -> 'P'
+    partial = path + '.partial'
+    image.save(partial, format='PNG')
+    os.replace(partial, path)
+
+
+def mask_name_for(img_path: str) -> str:
+    """Pseudo-mask file name of an image: its base name with ``.png``."""
+    return osp.splitext(osp.basename(img_path))[0] + MASK_SUFFIX
+
+
+# ------------------------------------------------------------------ dataset
+def pseudo_mask_dataset_cfg(cfg: Config, split: str = 'train',
+                            data_root: Optional[str] = None) -> dict:
+    """The config's training data set, made deterministic.
+
+    Starts from ``cfg.train_dataloader.dataset`` (unwrapping
+    ``RepeatDataset``/``ClassBalancedDataset``), replaces its pipeline by
+    :data:`DETERMINISTIC_PIPELINE` and optionally its ``split`` and
+    ``data_root``.
+
+    Args:
+        cfg (Config): model config.
+        split (str): ``'train'`` (default; the weakly labelled split),
+            ``'val'`` or ``'test'``.
+        data_root (str, optional): replaces the config's ``data_root``.
+
+    Returns:
+        dict: a data set config for ``DATASETS.build``.
+    """
+    loader = cfg.get('train_dataloader')
+    if not loader or not loader.get('dataset'):
+        raise KeyError('the config has no train_dataloader.dataset to take '
+                       'the training images from')
+    ds = copy.deepcopy(loader['dataset'])
+    ds = ds.to_dict() if hasattr(ds, 'to_dict') else dict(ds)
+    while ds.get('type') in _WRAPPERS and 'dataset' in ds:
+        ds = dict(ds['dataset'])
+    if 'datasets' in ds:
+        raise ValueError(
+            f"train_dataloader.dataset is a {ds.get('type')} of several data "
+            'sets; pseudo-masks need one data set (one image folder)')
+    if split not in ('train', 'val', 'test'):
+        raise ValueError(f"split must be 'train', 'val' or 'test', got "
+                         f'{split!r}')
+    if 'split' in ds or split != 'train':
+        ds['split'] = split
+        ds.pop('data_prefix', None)
+    if data_root is not None:
+        ds['data_root'] = data_root
+    ds['pipeline'] = [dict(t) for t in DETERMINISTIC_PIPELINE]
+    return ds
+
+
+def build_pseudo_mask_dataset(cfg: Config, split: str = 'train',
+                              data_root: Optional[str] = None):
+    """Build :func:`pseudo_mask_dataset_cfg` in the config's registry
+    scope."""
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import DATASETS
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    return DATASETS.build(pseudo_mask_dataset_cfg(cfg, split, data_root))
+
+
+def planned_outputs(dataset, out_dir: str) -> List[Tuple[str, str]]:
+    """``(image path, mask path)`` for every sample, in data set order."""
+    pairs, seen = [], {}
+    for idx in range(len(dataset)):
+        img_path = dataset.get_data_info(idx)['img_path']
+        name = mask_name_for(img_path)
+        if name in seen:
+            raise ValueError(
+                f"images '{seen[name]}' and '{img_path}' would both get the "
+                f"pseudo-mask name '{name}'")
+        seen[name] = img_path
+        pairs.append((img_path, osp.join(out_dir, name)))
+    return pairs
+
+
+def check_output_folder(out_dir: str, mask_paths: Sequence[str],
+                        overwrite: bool) -> None:
+    """Refuse to replace existing files unless ``overwrite``.
+
+    Raises:
+        NotADirectoryError: ``out_dir`` exists and is a file.
+        FileExistsError: some planned output (a mask or the meta file)
+            already exists and ``overwrite`` is False; names the folder.
+    """
+    if osp.exists(out_dir) and not osp.isdir(out_dir):
+        raise NotADirectoryError(f"--out '{out_dir}' exists and is not a "
+                                 'folder')
+    if overwrite or not osp.isdir(out_dir):
+        return
+    targets = list(mask_paths) + [osp.join(out_dir, META_FILE)]
+    existing = [osp.basename(p) for p in targets if osp.exists(p)]
+    if existing:
+        shown = ', '.join(existing[:3])
+        more = f' and {len(existing) - 3} more' if len(existing) > 3 else ''
+        raise FileExistsError(
+            f"output folder '{out_dir}' already holds {len(existing)} of the "
+            f'files this run would write ({shown}{more}); refusing to '
+            'overwrite them. Choose another --out folder, remove the old '
+            'pseudo-masks, or pass --overwrite.')
+
+
+def _foreign_pngs(out_dir: str, mask_paths: Sequence[str]) -> List[str]:
+    ours = {osp.basename(p) for p in mask_paths}
+    with os.scandir(out_dir) as entries:
+        return sorted(e.name for e in entries
+                      if e.name.endswith(MASK_SUFFIX) and e.name not in ours)
+
+
+# ------------------------------------------------------------------ model
+def _check_model(model, dataset) -> Tuple[int, List[str], list]:
+    """Class count, class names and palette; refuses non-LPD models and
+    class-count mismatches."""
+    for attr in ('finalize', 'class_probabilities', 'restore_geometry'):
+        if not hasattr(model, attr):
+            raise TypeError(
+                'pseudo-masks need an LPD segmentor (LPDEncoderDecoder, '
+                f'e.g. from configs/lpd/); got {type(model).__name__}')
+    num_classes = model.decode_head.num_classes
+    ds_classes = list(dataset.metainfo.get('classes', ()))
+    if ds_classes and len(ds_classes) != num_classes + 1:
+        raise ValueError(
+            f'the model has {num_classes} tissue classes but the data set '
+            f'{type(dataset).__name__} has classes {tuple(ds_classes)} '
+            f'({len(ds_classes) - 1} tissue classes + background)')
+    meta = getattr(model, 'dataset_meta', None) or {}
+    classes = list(meta.get('classes') or ds_classes)
+    palette = meta.get('palette') or dataset.metainfo.get('palette')
+    if not palette or len(palette) < num_classes + 1:
+        raise ValueError(
+            f'need a palette of {num_classes + 1} colours (tissue classes + '
+            "background) in model.dataset_meta['palette'], got "
+            f'{palette!r}')
+    if len(classes) != num_classes + 1:
+        classes = [f'class{i}' for i in range(num_classes)] + ['background']
+    return num_classes, [str(c) for c in classes], \
+        [list(map(int, c)) for c in palette[:num_classes + 1]]
+
+
+def _crf_setting(model, crf: Optional[str]):
+    """New ``test_cfg.crf`` for a ``--crf`` choice (None keeps the
+    config's)."""
+    from ..models.utils.crf_config import crf_options
+    current = model.test_cfg.get('crf')
+    if crf is None:
+        new = current
+    elif crf not in CRF_CHOICES:
+        raise ValueError(f'crf must be one of {CRF_CHOICES} or None, got '
+                         f'{crf!r}')
+    elif crf == 'none':
+        new = None
+    else:
+        new = dict(current or {})
+        new['backend'] = crf
+    options = crf_options(new)  # validates; fails early without pydensecrf
+    return new, (options[0] if options else 'none')
+
+
+def _sample_mask(model, cams: Tensor, probs: Tensor, inputs: Tensor,
+                 sample, gate_mode: str, num_classes: int) -> np.ndarray:
+    """Pseudo-mask ``(H0, W0)`` of one sample of a preprocessed batch.
+
+    Args:
+        cams (Tensor): ``(1, C, H, W)`` fused CAMs of the padded input.
+        probs (Tensor): ``(1, C)`` class probabilities.
+        inputs (Tensor): ``(1, 3, H, W)`` normalised input.
+    """
+    from ..models.decode_heads.lpd_head import predicted_class_gate
+    meta = sample.metainfo
+    source = meta.get('img_path')
+    if gate_mode == 'labels':
+        if 'gt_image_label' not in sample:
+            raise ValueError(
+                f'{source} has no image-level label; --gate labels needs the '
+                'weakly labelled training split (labels in the file names). '
+                'Use --gate predicted for other images.')
+        gate = sample.gt_image_label.reshape(-1).to(cams)
+        if gate.numel() != num_classes:
+            raise ValueError(f'{source}: label has {gate.numel()} classes, '
+                             f'the model {num_classes}')
+    else:
+        gate = predicted_class_gate(
+            probs, model.test_cfg.get('gate_threshold', 0.5))[0]
+    maps = torch.cat([cams, probs[:, :, None, None].expand_as(cams)], dim=1)
+    maps = model.restore_geometry(maps, meta, 'bilinear')
+    image = None
+    if model.crf_enabled:
+        image = model.restore_geometry(model.denormalized_inputs(inputs),
+                                       meta, 'bilinear')
+    seg_logits = model.finalize(maps[:num_classes], maps[num_classes:], image,
+                                source=source, labels=gate)
+    return labelled_argmax(seg_logits, gate).cpu().numpy()
+
+
+# --------------------------------------------------------------- main loop
+def _progress_bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from mmengine.utils import ProgressBar
+    return ProgressBar(total)
+
+
+@torch.no_grad()
+def generate_pseudo_masks(model,
+                          dataset,
+                          out_dir: str,
+                          gate: str = 'labels',
+                          crf: Optional[str] = None,
+                          batch_size: int = 8,
+                          num_workers: int = 0,
+                          overwrite: bool = False,
+                          progress: bool = True,
+                          provenance: Optional[dict] = None) -> dict:
+    """Write one palette pseudo-mask per image of ``dataset``.
+
+    Args:
+        model: a loaded ``LPDEncoderDecoder`` (e.g. from
+            :func:`~lpd_mmseg.apis.init_segmentor`).
+        dataset: a data set whose pipeline packs images with
+            ``PackWeakSegInputs`` (see :func:`build_pseudo_mask_dataset`).
+        out_dir (str): output folder (created if missing).
+        gate (str): ``'labels'`` (the image-level labels of the file names;
+            default) or ``'predicted'`` (the model's own class
+            probabilities and ``test_cfg.gate_threshold``).
+        crf (str, optional): ``'none'``, ``'torch'`` or ``'pydensecrf'``;
+            None keeps the config's ``test_cfg.crf``.
+        batch_size (int): images per forward pass.
+        num_workers (int): data loading processes.
+        overwrite (bool): replace existing masks of the same names.
+        progress (bool): show a progress bar.
+        provenance (dict, optional): extra entries for the meta file
+            (e.g. ``config`` and ``checkpoint`` paths).
+
+    Returns:
+        dict: the summary also written to ``out_dir/pseudo_masks_meta.json``
+        (counts, class pixel shares, settings).
+    """
+    from mmengine.dataset import pseudo_collate
+    from torch.utils.data import DataLoader
+
+    if gate not in GATE_CHOICES:
+        raise ValueError(f'gate must be one of {GATE_CHOICES}, got {gate!r}')
+    if batch_size < 1 or num_workers < 0:
+        raise ValueError(f'batch_size must be >= 1 and num_workers >= 0, got '
+                         f'{batch_size} and {num_workers}')
+    num_classes, class_names, palette = _check_model(model, dataset)
+    if len(dataset) == 0:
+        raise ValueError('the data set holds no images')
+    if gate == 'labels' and dataset.get_data_info(0).get(
+            'gt_image_label') is None:
+        raise ValueError(
+            f"--gate labels needs image-level labels, but the images of "
+            f"'{dataset.data_prefix.get('img_path')}' carry none (labels "
+            'come from the training file names). Use --split train or '
+            '--gate predicted.')
+    pairs = planned_outputs(dataset, out_dir)
+    check_output_folder(out_dir, [m for _, m in pairs], overwrite)
+    os.makedirs(out_dir, exist_ok=True)
+
+    old_crf = model.test_cfg.get('crf')
+    new_crf, crf_backend = _crf_setting(model, crf)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                        num_workers=num_workers, collate_fn=pseudo_collate)
+    counts = np.zeros(num_classes + 1, dtype=np.int64)
+    images_with = np.zeros(num_classes + 1, dtype=np.int64)
+    written = 0
+    bar = _progress_bar(len(dataset), progress)
+    was_training = model.training
+    model.eval()
+    model.test_cfg['crf'] = new_crf
+    try:
+        for batch in loader:
+            data = model.data_preprocessor(batch, False)
+            inputs, samples = data['inputs'], data['data_samples']
+            cams, probs = model.class_probabilities(inputs)
+            for i, sample in enumerate(samples):
+                mask = _sample_mask(model, cams[i:i + 1], probs[i:i + 1],
+                                    inputs[i:i + 1], sample, gate,
+                                    num_classes)
+                img_path, mask_path = pairs[written]
+                if osp.basename(sample.metainfo['img_path']) != \
+                        osp.basename(img_path):
+                    raise RuntimeError('data loader order differs from the '
+                                       'data set order')
+                save_palette_mask(mask, mask_path, palette)
+                pixel = class_pixel_counts(mask, num_classes + 1)
+                counts += pixel
+                images_with += pixel > 0
+                written += 1
+                if bar is not None:
+                    bar.update()
+    finally:
+        model.test_cfg['crf'] = old_crf
+        model.train(was_training)
+    if bar is not None:
+        print()
+    total = max(int(counts.sum()), 1)
+    summary = dict(
+        out_dir=osp.abspath(out_dir),
+        image_dir=osp.abspath(dataset.data_prefix.get('img_path', '')),
+        num_masks=written,
+        gate=gate,
+        crf=crf_backend,
+        classes=class_names,
+        palette=palette,
+        background_index=num_classes,
+        pixel_counts={n: int(c) for n, c in zip(class_names, counts)},
+        pixel_shares={n: float(c) / total
+                      for n, c in zip(class_names, counts)},
+        images_with_class={n: int(c)
+                           for n, c in zip(class_names, images_with)},
+        other_png_files=len(_foreign_pngs(out_dir, [m for _, m in pairs])),
+        created=datetime.datetime.now().isoformat(timespec='seconds'))
+    summary.update(provenance or {})
+    from ..version import __version__
+    summary['lpd_mmseg_version'] = __version__
+    meta_path = osp.join(out_dir, META_FILE)
+    with open(meta_path + '.partial', 'w') as f:
+        json.dump(summary, f, indent=2)
+    os.replace(meta_path + '.partial', meta_path)
+    return summary
+
+
+def make_pseudo_masks(config: Union[str, Config],
+                      checkpoint: str,
+                      out_dir: str,
+                      split: str = 'train',
+                      data_root: Optional[str] = None,
+                      batch_size: int = 8,
+                      num_workers: int = 2,
+                      device: str = 'cpu',
+                      crf: Optional[str] = None,
+                      gate: str = 'labels',
+                      overwrite: bool = False,
+                      progress: bool = True) -> dict:
+    """Load a config and checkpoint, then :func:`generate_pseudo_masks` on
+    the config's training data set.
+
+    The data set is scanned and the output folder checked before the
+    checkpoint is loaded, so a wrong folder fails fast.
+
+    Args:
+        config (str | Config): LPD config.
+        checkpoint (str): trained checkpoint (strict, safe loading).
+        out_dir (str): output folder for the masks and the meta file.
+        split (str): ``'train'`` (default), ``'val'`` or ``'test'``.
+        data_root (str, optional): replaces the config's data root.
+        batch_size (int): images per forward pass.
+        num_workers (int): data loading processes.
+        device (str): e.g. ``'cpu'`` or ``'cuda:0'``.
+        crf (str, optional): ``'none'``, ``'torch'``, ``'pydensecrf'``;
+            None keeps the config's setting.
+        gate (str): ``'labels'`` (default) or ``'predicted'``.
+        overwrite (bool): replace existing masks.
+        progress (bool): show a progress bar.
+
+    Returns:
+        dict: see :func:`generate_pseudo_masks`.
+    """
+    from .inference import init_segmentor
+    config_path = config if isinstance(config, str) else config.filename
+    if isinstance(config, str) and not osp.isfile(config):
+        raise FileNotFoundError(f'config {config}: no such file')
+    if not osp.isfile(checkpoint):
+        raise FileNotFoundError(f'checkpoint {checkpoint}: no such file')
+    if gate not in GATE_CHOICES:
+        raise ValueError(f'gate must be one of {GATE_CHOICES}, got {gate!r}')
+    cfg = Config.fromfile(config) if isinstance(config, str) else config
+    dataset = build_pseudo_mask_dataset(cfg, split, data_root)
+    check_output_folder(
+        out_dir, [m for _, m in planned_outputs(dataset, out_dir)], overwrite)
+    model = init_segmentor(cfg, checkpoint, device=device)
+    provenance = dict(
+        config=osp.abspath(config_path) if config_path else None,
+        checkpoint=osp.abspath(checkpoint),
+        split=split,
+        data_root=getattr(dataset, 'data_root', None))
+    return generate_pseudo_masks(
+        model, dataset, out_dir, gate=gate, crf=crf, batch_size=batch_size,
+        num_workers=num_workers, overwrite=overwrite, progress=progress,
+        provenance=provenance)
+
+
+def format_pseudo_mask_summary(summary: dict) -> str:
+    """Human-readable report of :func:`generate_pseudo_masks`' result."""
+    lines = [
+        f"wrote {summary['num_masks']} pseudo-masks to {summary['out_dir']}",
+        f"  images: {summary['image_dir']}",
+        f"  gate: {summary['gate']}, crf: {summary['crf']}",
+        f"  meta: {osp.join(summary['out_dir'], META_FILE)}",
+        '  class      pixel share   masks containing it',
+    ]
+    for name in summary['classes']:
+        share = 100 * summary['pixel_shares'][name]
+        lines.append(f'  {name:<10} {share:>9.2f} %   '
+                     f"{summary['images_with_class'][name]:>8d}")
+    if summary.get('other_png_files'):
+        lines.append(
+            f"  note: the folder also holds {summary['other_png_files']} "
+            'other PNG files that belong to no image of this split; a data '
+            'set pairing images and masks by name will refuse them.')
+    return '\n'.join(lines)
+
+
+__all__ = [
+    'make_pseudo_masks', 'generate_pseudo_masks', 'build_pseudo_mask_dataset',
+    'pseudo_mask_dataset_cfg', 'labelled_argmax', 'class_pixel_counts',
+    'save_palette_mask', 'format_pseudo_mask_summary', 'check_output_folder',
+    'planned_outputs', 'mask_name_for', 'META_FILE'
+]
