@@ -27,51 +27,28 @@
 # linear warm-up.  BN, not SyncBN, so that one GPU (or CPU) works; switch
 # norm_cfg to SyncBN for multi-GPU runs.
 _base_ = [
+    '../_base_/models/lpd_mit-b1.py', '../_base_/datasets/bcss_wsss.py',
     '../_base_/default_runtime.py', '../_base_/schedules/schedule_lpd_18.7k.py'
 ]
 custom_imports = dict(imports=['lpd_mmseg'], allow_failed_imports=False)
 
-dataset_type = 'BCSSWSSSDataset'
 data_root = 'data/BCSS-WSSS'
 # Folders below data_root: the training patches and the pseudo-masks with
 # the same file names (BCSSWSSSDataset pairs them by name and refuses a
 # patch without a mask or a mask without a patch).
 train_img_dir = 'training'
 pseudo_mask_dir = 'pseudo_masks'
-crop_size = (224, 224)
 num_classes = 5  # TUM, STR, LYM, NEC + background
 
-checkpoint = 'https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segformer/mit_b1_20220624-02e5a6a1.pth'  # noqa
 norm_cfg = dict(type='BN', requires_grad=True)
-data_preprocessor = dict(
-    type='SegDataPreProcessor',
-    # Same statistics as LPD (BGR-read H&E patches, 0..255 scale).
-    mean=[170.3145, 121.8645, 180.081],
-    std=[44.2935, 57.528, 50.541],
-    bgr_to_rgb=False,
-    size_divisor=32,
-    pad_val=0,
-    seg_pad_val=255)
+# The LPD model's data preprocessor (same statistics) and MiT-B1 backbone
+# (ImageNet weights), with a stock SegFormer head instead of LPDHead.
 model = dict(
+    _delete_=True,
     type='EncoderDecoder',
-    data_preprocessor=data_preprocessor,
+    data_preprocessor={{_base_.data_preprocessor}},
     pretrained=None,
-    backbone=dict(
-        type='MixVisionTransformer',
-        in_channels=3,
-        embed_dims=64,
-        num_stages=4,
-        num_layers=[2, 2, 2, 2],
-        num_heads=[1, 2, 5, 8],
-        patch_sizes=[7, 3, 3, 3],
-        sr_ratios=[8, 4, 2, 1],
-        out_indices=(0, 1, 2, 3),
-        mlp_ratio=4,
-        qkv_bias=True,
-        drop_rate=0.0,
-        attn_drop_rate=0.0,
-        drop_path_rate=0.1,
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
+    backbone={{_base_.model.backbone}},
     decode_head=dict(
         type='SegformerHead',
         in_channels=[64, 128, 320, 512],
@@ -98,11 +75,6 @@ train_pipeline = [
     dict(type='RandomRotate90'),
     dict(type='PackSegInputs'),
 ]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadHistoAnnotations'),
-    dict(type='PackWeakSegInputs'),
-]
 # `tools/test.py --tta`: average the softmax over a horizontal flip.
 tta_model = dict(type='SegTTAModel')
 tta_pipeline = [
@@ -118,39 +90,14 @@ tta_pipeline = [
             [dict(type='PackSegInputs')],
         ]),
 ]
+# Val/test data, pipelines and TissueIoUMetric come from the BCSS-WSSS base.
 train_dataloader = dict(
-    batch_size=10,
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(
-        type=dataset_type,
         data_root=data_root,
         # No `split`: an explicit prefix with seg_map_path reads masks.
+        split=None,
         data_prefix=dict(img_path=train_img_dir, seg_map_path=pseudo_mask_dir),
         pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=8,
-    num_workers=2,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        split='val',
-        pipeline=test_pipeline))
-test_dataloader = dict(
-    batch_size=8,
-    num_workers=2,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        split='test',
-        pipeline=test_pipeline))
-val_evaluator = dict(type='TissueIoUMetric', background='count')
-test_evaluator = val_evaluator
 
 optim_wrapper = dict(
     type='OptimWrapper',

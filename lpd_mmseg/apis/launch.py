@@ -173,7 +173,17 @@ def load_test_config(args) -> Config:
     return cfg
 
 
+def _precheck_checkpoint(cfg: Config) -> None:
+    """Refuse an unsafe ``load_from`` / resume checkpoint with our message
+    before the runner starts (the runner's own load is weights-only too)."""
+    path = cfg.get('load_from')
+    if path and osp.isfile(path):
+        from .checkpoint import safe_load_checkpoint
+        safe_load_checkpoint(path)
+
+
 def build_runner(cfg: Config):
+    _precheck_checkpoint(cfg)
     from mmengine.runner import Runner
     if 'runner_type' in cfg:
         from mmengine.registry import RUNNERS

@@ -1,66 +1,8 @@
-# LUAD-HistoSeg: training/ (or train/) with labels in file names; val/ and
-# test/ with img/ + mask/.  See ../shared/docs/DATASETS.md.
+# LUAD-HistoSeg: the BCSS-WSSS layout and pipelines with the LUAD dataset
+# class (classes TE, NEC, LYM, TAS; labels like [1 0 0 1]).
+_base_ = './bcss_wsss.py'
 dataset_type = 'LUADHistoSegDataset'
 data_root = 'data/LUAD-HistoSeg'
-
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='RandomFlip', prob=0.5, direction='vertical'),
-    dict(type='RandomRotate90'),
-    dict(type='PackWeakSegInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadHistoAnnotations'),
-    dict(type='PackWeakSegInputs'),
-]
-# The paper's TTA: horizontal flip x brightness {0.9, 1.0, 1.1}.
-tta_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(
-        type='TestTimeAug',
-        transforms=[
-            [
-                dict(type='RandomFlip', prob=0., direction='horizontal'),
-                dict(type='RandomFlip', prob=1., direction='horizontal'),
-            ],
-            [dict(type='FixedBrightness', factor=f) for f in (0.9, 1.0, 1.1)],
-            [dict(type='LoadHistoAnnotations')],
-            [dict(type='PackWeakSegInputs')],
-        ]),
-]
-train_dataloader = dict(
-    batch_size=10,
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        split='train',
-        pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=8,
-    num_workers=2,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        split='val',
-        pipeline=test_pipeline))
-test_dataloader = dict(
-    batch_size=8,
-    num_workers=2,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        split='test',
-        pipeline=test_pipeline))
-# 'count': ground-truth background pixels count (TPRO/PBIP/LPD protocol);
-# switch to 'ignore' for the WSSS-Tissue protocol.
-val_evaluator = dict(type='TissueIoUMetric', background='count')
-test_evaluator = val_evaluator
+train_dataloader = dict(dataset=dict(type=dataset_type, data_root=data_root))
+val_dataloader = dict(dataset=dict(type=dataset_type, data_root=data_root))
+test_dataloader = dict(dataset=dict(type=dataset_type, data_root=data_root))

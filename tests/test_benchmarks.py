@@ -1,0 +1,44 @@
+"""The benchmarks' quick modes (the full runs are not part of the suite)."""
+import json
+import os.path as osp
+
+import pytest
+
+from conftest import run_tool
+
+pytestmark = pytest.mark.slow
+
+
+def test_quality_quick(tmp_path):
+    out = tmp_path / 'quality.json'
+    run_tool(['benchmarks/quality.py', '--quick', '--work-dir',
+              str(tmp_path / 'work'), '--out', str(out)], timeout=900)
+    payload = json.loads(out.read_text())
+    assert set(payload['summary']) == {'supervised', 'cam', 'bank',
+                                       'lpd-nodiv', 'lpd'}
+    for entry in payload['summary'].values():
+        for protocol in ('honest', 'honest+crf', 'oracle', 'oracle+crf'):
+            assert 0 <= entry[protocol]['mIoU']['mean'] <= 100
+    assert 'effective_prototypes' in payload['summary']['lpd']
+    assert osp.isfile(osp.splitext(str(out))[0] + '.md')
+
+
+def test_speed_quick(tmp_path):
+    out = tmp_path / 'speed.json'
+    run_tool(['benchmarks/speed.py', '--quick', '--out', str(out)],
+             timeout=900)
+    payload = json.loads(out.read_text())
+    assert payload['train']['ratio_lpd_over_segformer'] > 0
+    assert payload['memory']['lpd']['peak_rss_mb'] > 0
+    assert payload['inference']['tta_slowdown'] > 1
+    assert payload['crf']['torch']['images_per_s'] > 0
+    assert payload['bank']['seconds'] > 0
+
+
+def test_scale_quick(tmp_path):
+    out = tmp_path / 'scale.json'
+    run_tool(['benchmarks/scale.py', '--quick', '--out', str(out)],
+             timeout=600)
+    payload = json.loads(out.read_text())
+    assert payload['dataset_scan']['train']['files'] == 500
+    assert payload['slide_inference'][0]['size'] == 256
