@@ -121,3 +121,43 @@ def test_class_count_mismatch_fails_at_start(tiny_data, tmp_path):
                    ['model.decode_head.num_classes=3'], check=False)
     assert out.returncode != 0
     assert 'num_classes=3 but the train data set' in out.stdout + out.stderr
+
+
+def _cls_losses(text):
+    return [float(v) for v in re.findall(
+        r'Iter\(train\).*?decode\.loss_cls_s4: ([0-9.]+)', text)]
+
+
+def test_stock_train_reduces_classification_loss(tiny_data, tmp_path):
+    out = run_tool([_stock_tool('train.py'), TINY_CONFIG, '--work-dir',
+                    str(tmp_path / 'w'), '--cfg-options'] +
+                   data_root_options(tiny_data) +
+                   ['train_cfg.max_iters=40', 'train_cfg.val_interval=100',
+                    'param_scheduler.0.end=40',
+                    'default_hooks.checkpoint.interval=100',
+                    'model.decode_head.warmup_iters=20',
+                    'optim_wrapper.optimizer.lr=0.001', 'randomness.seed=0'])
+    text = out.stdout + out.stderr
+    losses = _cls_losses(text)
+    assert len(losses) == 40
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < first, (first, last)
+    lines = [ln for ln in text.splitlines() if 'Iter(train)' in ln]
+    assert not any('loss_div' in ln for ln in lines[:20])
+    assert all('loss_div' in ln for ln in lines[20:])
+
+
+def test_tools_on_the_trained_checkpoint(tiny_data, tiny_trained, tmp_path):
+    _, checkpoint = tiny_trained
+    masks = tmp_path / 'pseudo'
+    run_tool(['tools/make_pseudo_masks.py', TINY_CONFIG, checkpoint, '--out',
+              str(masks), '--data-root', tiny_data, '--num-workers', '0'])
+    names = sorted(os.listdir(osp.join(tiny_data, 'training')))
+    written = sorted(n for n in os.listdir(masks) if n.endswith('.png'))
+    assert written == names
+    images = sorted(glob.glob(osp.join(tiny_data, 'test', 'img', '*.png')))
+    run_tool(['tools/visualize_prototypes.py', TINY_CONFIG, checkpoint] +
+             images[:2] + ['--out', str(tmp_path / 'vis'), '--masks',
+                           osp.join(tiny_data, 'test', 'mask')])
+    assert (tmp_path / 'vis' / 'prototype_coverage.json').is_file()
+    assert len(glob.glob(str(tmp_path / 'vis' / '*_prototypes.png'))) == 2

@@ -162,3 +162,21 @@ def test_tta_averages_cams_before_finalizing(images):
     assert torch.allclose(merged.seg_logits.data, expected)
     assert torch.equal(merged.pred_sem_seg.data,
                        expected.argmax(0, keepdim=True))
+
+
+def test_api_handles_grey_and_odd_sized_images(tiny_trained):
+    import numpy as np
+
+    from conftest import TINY_CONFIG
+    from lpd_mmseg.apis import init_segmentor, predict
+    _, checkpoint = tiny_trained
+    model = init_segmentor(TINY_CONFIG, checkpoint)
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 255, (77, 100), dtype=np.uint8)
+    odd = rng.integers(0, 255, (45, 131, 3), dtype=np.uint8)
+    out = predict(model, [grey])[0]
+    assert out.pred_sem_seg.data.shape == (1, 77, 100)
+    out = predict(model, [odd])[0]
+    assert out.pred_sem_seg.data.shape == (1, 45, 131)
+    with pytest.raises(ValueError, match='must be \\(H, W, 3\\)'):
+        predict(model, [rng.integers(0, 255, (8, 8, 4), dtype=np.uint8)])
