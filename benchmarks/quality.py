@@ -62,6 +62,9 @@ def build_parser():
                         'train as well, e.g. '
                         'lpd-t0.07:model.decode_head.loss_diversity.'
                         'temperature=0.07')
+    parser.add_argument('--retrain', action='store_true',
+                        help='train again even where a checkpoint of an '
+                        'earlier run exists in --work-dir')
     parser.add_argument('--out', default=osp.join(RESULTS, 'quality.json'))
     return parser
 
@@ -111,17 +114,32 @@ def config_for(method):
 
 
 def train(args, name, method, seed, extra_opts=()):
-    """Train one run; returns (checkpoint, seconds, config as trained)."""
+    """Train one run; returns (checkpoint, seconds, config as trained).
+
+    A run whose checkpoint exists (from an interrupted or earlier benchmark
+    with the same work dir) is reused unless ``--retrain``."""
+    import json
     config = config_for(method)
     work_dir = osp.join(args.work_dir, f'{name}_seed{seed}')
     checkpoint = osp.join(work_dir, f'iter_{args.iters}.pth')
+    # mmengine dumps the merged config (with all overrides) to the work dir
+    trained_config = osp.join(work_dir, osp.basename(config))
+    timing = osp.join(work_dir, 'train_seconds.json')
+    if osp.isfile(checkpoint) and not args.retrain:
+        if osp.isfile(timing):
+            with open(timing) as f:
+                seconds = json.load(f)['seconds']
+        else:  # from a run without the timing file: config dump -> ckpt
+            seconds = osp.getmtime(checkpoint) - osp.getmtime(trained_config)
+        return checkpoint, seconds, trained_config
     start = time.perf_counter()
     run_python(['tools/train.py', config, '--work-dir', work_dir,
                 '--cfg-options'] + train_options(args, method, seed) +
                list(extra_opts), osp.join(work_dir, 'train_stdout.log'))
-    # mmengine dumps the merged config (with all overrides) to the work dir
-    trained_config = osp.join(work_dir, osp.basename(config))
-    return checkpoint, time.perf_counter() - start, trained_config
+    seconds = time.perf_counter() - start
+    with open(timing, 'w') as f:
+        json.dump(dict(seconds=seconds), f)
+    return checkpoint, seconds, trained_config
 
 
 # ---------------------------------------------------------- evaluation
@@ -159,7 +177,8 @@ def evaluate(config, checkpoint, args, crf_cfg):
                                                         predicted_class_gate)
     from lpd_mmseg.models.segmentors.lpd_encoder_decoder import \
         present_classes
-    from lpd_mmseg.models.utils.crf_config import apply_crf
+    from lpd_mmseg.models.utils.crf_config import (allowed_channels,
+                                                   crf_scores, restrict_probs)
 
     model = init_segmentor(config, checkpoint, cfg_options={
         'test_dataloader.dataset.data_root': args.data_root})
@@ -183,41 +202,42 @@ def evaluate(config, checkpoint, args, crf_cfg):
                 feats, inputs.shape[2:])
             sims = model.decode_head.forward(feats)[-1]
         else:
-            scores = torch.softmax(
-                model.inference(inputs, [s.metainfo for s in samples]), 1)
+            logits = model.inference(inputs, [s.metainfo for s in samples])
         images = _denormalize(inputs, model.data_preprocessor)
         for i, sample in enumerate(samples):
             meta = sample.metainfo
             gt = sample.gt_sem_seg.data[0]
             image = _restore(images[i:i + 1], meta)
-            oracle = present_classes(gt, num_classes)
+            gates = dict(oracle=present_classes(gt, num_classes))
             if is_lpd:
                 maps = _restore(torch.cat(
                     [cams[i:i + 1],
                      probs[i:i + 1, :, None, None].expand_as(cams[i:i + 1])],
                     1), meta)
                 cam_i, prob_i = maps[:num_classes], maps[num_classes:]
-                gates = dict(honest=predicted_class_gate(prob_i[None], 0.5),
-                             oracle=oracle[None])
+                gates['honest'] = predicted_class_gate(prob_i[None], 0.5)[0]
                 alpha = model.decode_head.background_alpha
-                score = {g: torch.softmax(lpd_scores(
-                    cam_i[None], gate, alpha)[0].float(), 0)
-                    for g, gate in gates.items()}
+                scores = {g: lpd_scores(cam_i[None], gate[None], alpha)[0]
+                          for g, gate in gates.items()}
                 sim_i = torch.nn.functional.interpolate(
                     sims[i:i + 1], size=gt.shape, mode='bilinear',
                     align_corners=False)[0]
                 coverage += prototype_coverage(sim_i, gt, num_classes, k)
             else:
-                full = _restore(scores[i:i + 1], meta)
-                keep = torch.cat([oracle, torch.ones(1)])[:, None, None]
-                score = dict(honest=full, oracle=full * keep /
-                             (full * keep).sum(0, keepdim=True))
-            for gate_name, prob in score.items():
-                plain = prob.argmax(0)
-                refined = apply_crf(prob, image, crf_cfg).argmax(0)
-                for name, pred in ((gate_name, plain),
-                                   (gate_name + '+crf', refined)):
-                    confs[name] += confusion_matrix(pred, gt, 5)
+                # the supervised model predicts every class; 'honest' is its
+                # own output, 'oracle' restricts it to the mask's classes
+                full = _restore(logits[i:i + 1], meta)
+                gates['honest'] = None
+                scores = {g: full for g in gates}
+            for name, gate in gates.items():
+                allowed = None if gate is None else allowed_channels(
+                    gate, scores[name].shape)
+                plain = restrict_probs(torch.softmax(scores[name], 0),
+                                       allowed).argmax(0)
+                refined = crf_scores(scores[name], image, crf_cfg,
+                                     gate).argmax(0)
+                confs[name] += confusion_matrix(plain, gt, 5)
+                confs[name + '+crf'] += confusion_matrix(refined, gt, 5)
     return confs, coverage
 
 

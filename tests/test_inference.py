@@ -180,3 +180,29 @@ def test_api_handles_grey_and_odd_sized_images(tiny_trained):
     assert out.pred_sem_seg.data.shape == (1, 45, 131)
     with pytest.raises(ValueError, match='must be \\(H, W, 3\\)'):
         predict(model, [rng.integers(0, 255, (8, 8, 4), dtype=np.uint8)])
+
+
+def test_gated_out_classes_stay_out_through_the_crf():
+    from lpd_mmseg.models.utils.crf_config import (allowed_channels,
+                                                   crf_scores)
+    torch.manual_seed(0)
+    # class 1 scores 0 (gated out); a softmax alone would still give it a
+    # share comparable to the others because all scores lie in [0, 1]
+    scores = torch.rand(5, 32, 32) * 0.3
+    scores[1] = 0.0
+    image = torch.rand(3, 32, 32) * 255
+    gate = torch.tensor([1., 0., 1., 1.])
+    out = crf_scores(scores, image, dict(backend='torch', downsample=4),
+                     gate)
+    probs = out.exp()
+    assert torch.allclose(probs.sum(0), torch.ones(32, 32), atol=1e-4)
+    assert probs[1].max() < 1e-6
+    assert 1 not in out.argmax(0).unique().tolist()
+    allowed = allowed_channels(gate, scores.shape)
+    assert allowed[:, 0, 0].tolist() == [1, 0, 1, 1, 1]
+    # per-pixel gates (predicted gating maps) work the same way
+    pixel_gate = gate[:, None, None].expand(4, 32, 32).clone()
+    pixel_gate[3, :16] = 0
+    out = crf_scores(scores, image, dict(backend='torch', downsample=4),
+                     pixel_gate)
+    assert 3 not in out[:, :16].argmax(0).unique().tolist()

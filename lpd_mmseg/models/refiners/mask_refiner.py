@@ -171,6 +171,9 @@ class MaskRefiner(nn.Module):
         projection to the head's last-stage width."""
         if self.use_ema:
             self.encoder = copy.deepcopy(backbone)
+            # Its weights are copied from the backbone at the first training
+            # step; fetching the pre-trained checkpoint twice is pointless.
+            self.encoder.init_cfg = None
             self._freeze(self.encoder)
         width = self.embed_channels or stage_channels
         if width != stage_channels:

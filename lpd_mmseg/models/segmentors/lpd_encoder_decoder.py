@@ -12,7 +12,7 @@ from torch import Tensor
 from ..decode_heads.lpd_head import (GATE_MODES, LPDHead, lpd_scores,
                                      predicted_class_gate)
 from ..utils.config_checks import check_choice, reject_unknown_keys
-from ..utils.crf_config import apply_crf, crf_options
+from ..utils.crf_config import crf_options, crf_scores
 
 TEST_CFG_KEYS = ('mode', 'crop_size', 'stride', 'gate', 'gate_threshold',
                  'crf', 'max_pixels')
@@ -225,14 +225,17 @@ class LPDEncoderDecoder(EncoderDecoder):
                     f'ground-truth mask, but {source or "this sample"} has '
                     "none; use gate='predicted' on data without masks")
             gate = present_classes(gt_mask, self.num_classes_tissue)[None]
-        scores = self._scores(cams[None], probs[None], gate)[0]
+        if gate is None and self.test_cfg.gate == 'predicted':
+            gate = predicted_class_gate(probs[None],
+                                        self.test_cfg.gate_threshold)
+        scores = lpd_scores(cams[None], gate,
+                            self.decode_head.background_alpha)[0]
         if not self.crf_enabled:
             return scores
         if image is None:
             raise ValueError('test_cfg.crf needs the image; none was given')
-        refined = apply_crf(torch.softmax(scores.float(), dim=0), image,
-                            self.test_cfg.crf)
-        return refined.clamp_min(1e-8).log().to(scores.dtype)
+        return crf_scores(scores, image, self.test_cfg.crf,
+                          None if gate is None else gate[0])
 
     # ------------------------------------------------------------- geometry
     def restore_geometry(self, maps: Tensor, meta: dict, mode: str) -> Tensor:

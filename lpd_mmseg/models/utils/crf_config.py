@@ -70,3 +70,46 @@ def apply_crf(probs: Tensor, image: Tensor, cfg) -> Tensor:
         probs.detach().float().cpu().numpy(),
         np.ascontiguousarray(rgb.cpu().numpy()), params)
     return torch.from_numpy(refined).to(probs.device)
+
+
+def allowed_channels(gate: Tensor, shape) -> Tensor:
+    """0/1 mask ``(C + 1, H, W)`` of the channels a pixel may take: the
+    gated-in tissue classes and, always, the background channel ``C``.
+
+    Args:
+        gate (Tensor): ``(C,)`` or ``(C, H, W)`` class presence.
+        shape: ``(C + 1, H, W)`` of the scores.
+    """
+    channels, height, width = shape
+    if gate.dim() == 1:
+        gate = gate[:, None, None]
+    allowed = torch.ones(channels, height, width, device=gate.device)
+    allowed[:channels - 1] = (gate > 0).float().expand(channels - 1, height,
+                                                       width)
+    return allowed
+
+
+def restrict_probs(probs: Tensor, allowed: Optional[Tensor]) -> Tensor:
+    """Zero the probabilities of disallowed channels and renormalise."""
+    if allowed is None:
+        return probs
+    probs = probs * allowed.to(probs)
+    return probs / probs.sum(dim=0, keepdim=True).clamp_min(1e-12)
+
+
+def crf_scores(scores: Tensor, image: Tensor, cfg,
+               gate: Optional[Tensor] = None) -> Tensor:
+    """Dense CRF on the softmax of ``(C + 1, H, W)`` scores.
+
+    A gated-out class keeps probability 0 before and after the CRF (a score
+    of 0 would otherwise still get a softmax share, and the CRF could make it
+    win), so gating means the same with and without the CRF.
+
+    Returns:
+        Tensor: log-probabilities ``(C + 1, H, W)``.
+    """
+    allowed = None if gate is None else allowed_channels(
+        gate.to(scores.device), scores.shape)
+    probs = restrict_probs(torch.softmax(scores.float(), dim=0), allowed)
+    refined = restrict_probs(apply_crf(probs, image, cfg), allowed)
+    return refined.clamp_min(1e-8).log().to(scores.dtype)
