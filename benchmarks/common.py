@@ -58,3 +58,30 @@ def run_python(args: List[str], log_path: str) -> None:
             tail = f.read()[-3000:]
         raise RuntimeError(f'{args[0]} failed ({result.returncode}); log '
                            f'{log_path}:\n{tail}')
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak-RSS mark (Linux ``clear_refs`` 5).
+
+    A child process inherits its parent's high-water mark through fork and
+    exec, so a fresh process alone does not give a clean peak."""
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process since start or the last
+    :func:`reset_peak_rss`, in MiB."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('VmHWM:'):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

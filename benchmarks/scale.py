@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import os.path as osp
-import resource
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,8 @@ import time
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from benchmarks.common import (REPO, RESULTS, command_line,  # noqa: E402
-                               environment, write_json)
+                               environment, peak_rss_mb, reset_peak_rss,
+                               write_json)
 
 CONFIG = 'configs/lpd/lpd_mit-b1_1x10-18.7k_bcss-wsss-224.py'
 
@@ -44,10 +44,6 @@ def build_parser():
     return parser
 
 
-def _rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def child(size, device):
     """Measure one image size in this (fresh) process."""
     import numpy as np
@@ -63,14 +59,15 @@ def child(size, device):
     image = np.random.default_rng(0).integers(0, 256, (size, size, 3),
                                               dtype=np.uint8)
     torch.set_grad_enabled(False)
-    base = _rss_mb()
+    reset_peak_rss()
+    base = peak_rss_mb()
     start = time.perf_counter()
     out = predict(model, [image])[0]
     seconds = time.perf_counter() - start
     assert tuple(out.pred_sem_seg.data.shape[1:]) == (size, size)
     result = dict(size=size, seconds=round(seconds, 2),
                   rss_after_model_mb=round(base, 1),
-                  peak_rss_mb=round(_rss_mb(), 1),
+                  peak_rss_mb=round(peak_rss_mb(), 1),
                   image_mb=round(size * size * 3 / 2**20, 1))
     if device.startswith('cuda'):
         result['peak_gpu_mem_mb'] = round(

@@ -21,7 +21,6 @@ import argparse
 import copy
 import os
 import os.path as osp
-import resource
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,8 @@ import torch
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from benchmarks.common import (REPO, RESULTS, command_line,  # noqa: E402
-                               environment, write_json)
+                               environment, peak_rss_mb, reset_peak_rss,
+                               write_json)
 
 LPD_CONFIG = 'configs/lpd/lpd_mit-b1_1x10-18.7k_bcss-wsss-224.py'
 SEGFORMER_CONFIG = \
@@ -163,13 +163,14 @@ def bench_training(args):
 
 def measure_memory_child(args):
     """Runs in a fresh process: peak RSS of building + 3 training steps."""
+    reset_peak_rss()
     model, _ = build(args.measure_memory, 'cpu')
     model.train()
     optim = torch.optim.AdamW(model.parameters(), lr=5e-5)
     images, samples = make_batch(args, args.measure_memory == 'segformer')
     for _ in range(3):
         train_step(model, optim, images, samples, args)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    print(peak_rss_mb())
 
 
 def bench_cpu_memory(args):
@@ -181,7 +182,7 @@ def bench_cpu_memory(args):
             cwd=REPO, capture_output=True, text=True, check=True,
             env=dict(os.environ, PYTHONPATH=REPO))
         peaks.setdefault(name, []).append(
-            int(out.stdout.strip().splitlines()[-1]) / 1024)
+            float(out.stdout.strip().splitlines()[-1]))
     result = {name: dict(peak_rss_mb=round(min(v), 1))
               for name, v in peaks.items()}
     result['ratio_lpd_over_segformer'] = round(

@@ -41,8 +41,8 @@ def predicted_class_gate(class_probs: Tensor, threshold: float) -> Tensor:
         class_probs (Tensor): ``(B, C)`` or ``(B, C, H, W)``.
     """
     top = class_probs.amax(dim=1, keepdim=True)
-    return ((class_probs >= threshold) | (class_probs >= top)).to(
-        class_probs.dtype)
+    gate = class_probs >= top
+    return gate.logical_or_(class_probs >= threshold).to(class_probs.dtype)
 
 
 def lpd_scores(cams: Tensor, gate: Optional[Tensor], alpha: float) -> Tensor:
@@ -56,9 +56,23 @@ def lpd_scores(cams: Tensor, gate: Optional[Tensor], alpha: float) -> Tensor:
         Tensor: ``(B, C + 1, H, W)``; softmax over dim 1 gives the class
         probabilities of the paper's inference, argmax the mask.
     """
-    if gate is not None:
-        cams = gate_cams(cams, gate)
-    return add_background(cams, alpha)
+    if gate is not None and gate.dim() == 2:
+        gate = gate[:, :, None, None]
+    if cams.requires_grad and torch.is_grad_enabled():
+        return add_background(cams if gate is None else gate_cams(cams, gate),
+                              alpha)
+    batch, channels, height, width = cams.shape
+    # Written into one preallocated tensor: on a whole-slide region every
+    # (C, H, W) temporary costs hundreds of MB.
+    out = cams.new_empty(batch, channels + 1, height, width)
+    tissue = out[:, :channels]
+    if gate is None:
+        tissue.copy_(cams)
+    else:
+        torch.mul(cams, gate.to(cams.dtype), out=tissue)
+    top = tissue.amax(dim=1, keepdim=True)
+    torch.sub(1, top.clamp_(0, 1), out=out[:, channels:]).pow_(alpha)
+    return out
 
 
 class StageProjection(nn.Sequential):

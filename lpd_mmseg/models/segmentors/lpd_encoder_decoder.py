@@ -168,7 +168,8 @@ class LPDEncoderDecoder(EncoderDecoder):
                 total[:, :, y1:y2, x1:x2] += self._raw_maps(
                     inputs[:, :, y1:y2, x1:x2])
                 count[:, :, y1:y2, x1:x2] += 1
-        return total / count
+        # in place: at 4096 x 4096 a second (B, 2C, H, W) map is 0.5 GB
+        return total.div_(count)
 
     def inference(self, inputs: Tensor, batch_img_metas: List[dict]
                   ) -> Tensor:
