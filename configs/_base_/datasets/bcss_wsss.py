@@ -51,15 +51,7 @@ val_dataloader = dict(
         split='val',
         pipeline=test_pipeline))
 test_dataloader = dict(
-    batch_size=8,
-    num_workers=2,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        split='test',
-        pipeline=test_pipeline))
+    val_dataloader, dataset=dict(val_dataloader['dataset'], split='test'))
 # 'count': ground-truth background pixels count (TPRO/PBIP/LPD protocol);
 # switch to 'ignore' for the WSSS-Tissue protocol.
 val_evaluator = dict(type='TissueIoUMetric', background='count')

@@ -141,7 +141,9 @@ class LPDHead(BaseDecodeHead):
             compete in the pseudo-mask.  Default True.
         warmup_iters (int): training iterations with the classification loss
             alone; the diversity loss switches on at this iteration, read
-            from the training loop.  Default 3000.
+            from the training loop (mmengine's message hub).  Outside a
+            training loop no iteration is known and the extra losses stay
+            off unless ``warmup_iters=0``.  Default 3000.
         background_alpha (float): exponent of the background channel, used
             for inference and for the training pseudo-mask.  Default 10.
         prototype_init_std (float): std of the normal prototype init.
