@@ -117,3 +117,47 @@ def test_second_stage_configs_parse():
         if '/second_stage/' in path:
             cfg = Config.fromfile(path, import_custom_modules=False)
             assert cfg.model.decode_head.num_classes == 5
+
+
+def _config(name):
+    return Config.fromfile(osp.join(REPO, 'configs', name),
+                           import_custom_modules=False)
+
+
+def test_paper_setting_values():
+    cfg = _config('lpd/lpd_mit-b1_1x10-18.7k_bcss-wsss-224.py')
+    assert cfg.train_dataloader.batch_size == 10
+    # 224 px patches enter as they are: no resize or crop, and 224 needs no
+    # padding to the backbone's stride.
+    pipeline = [t.type for t in cfg.train_dataloader.dataset.pipeline]
+    assert not any('Resize' in t or 'Crop' in t for t in pipeline)
+    assert 224 % cfg.model.data_preprocessor.size_divisor == 0
+    flips = {t.direction for t in cfg.train_dataloader.dataset.pipeline
+             if t.type == 'RandomFlip'}
+    assert flips == {'horizontal', 'vertical'}
+    assert 'RandomRotate90' in pipeline
+    optimizer = cfg.optim_wrapper.optimizer
+    assert optimizer.type == 'AdamW'
+    assert optimizer.lr == 5e-5 and optimizer.weight_decay == 1e-3
+    [poly] = cfg.param_scheduler
+    assert poly.type == 'PolyLR' and poly.power == 1.0
+    assert poly.end == cfg.train_cfg.max_iters == 18744
+    head = cfg.model.decode_head
+    assert head.num_prototypes == 10 and head.prototype_dim == 512
+    assert head.stage_loss_weights == [0.1, 1.0, 1.0]
+    assert head.stage_fusion_weights == [0.3, 0.3, 0.4]
+    assert head.loss_diversity.loss_weight == 0.5
+    assert head.warmup_iters == 3000
+    pre = cfg.model.data_preprocessor
+    assert pre.mean == pytest.approx(
+        [v * 255 for v in (0.6679, 0.4779, 0.7062)])
+    assert pre.std == pytest.approx(
+        [v * 255 for v in (0.1737, 0.2256, 0.1982)])
+    assert pre.bgr_to_rgb is False
+
+
+def test_r50_weights_through_init_cfg():
+    cfg = _config('lpd/lpd_r50-v1c_1x10-18.7k_bcss-wsss-224.py')
+    assert cfg.model.get('pretrained') is None
+    assert cfg.model.backbone.init_cfg == dict(
+        type='Pretrained', checkpoint='open-mmlab://resnet50_v1c')

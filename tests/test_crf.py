@@ -324,6 +324,74 @@ def test_default_chunk_fits_the_weight_budget():
     assert exact < _images_per_chunk(224, 224, params, 3.0, 2)
 
 
+def test_memory_estimate_counts_the_bilateral_weights():
+    from lpd_mmseg.models.crf import _BilateralKernel, dense_crf_torch_bytes
+    params = DenseCRFParams()
+    offsets = len(_BilateralKernel(torch.zeros(1, 3, 224, 224), 10.0, 20.0,
+                                   3.0, 2).offsets)
+    weights = 4 * 224 * 224 * offsets  # 142 MB, the largest tensor
+    estimate = dense_crf_torch_bytes(224, 224, 5, params)
+    assert weights < estimate < 2 * weights
+    # grows with the pixels; a larger downsample needs far less
+    assert dense_crf_torch_bytes(448, 448, 5, params) > 3.9 * estimate
+    assert dense_crf_torch_bytes(224, 224, 5, params,
+                                 downsample=4) < 0.4 * estimate
+    without = dataclasses.replace(params, bilateral_compat=0.0)
+    assert dense_crf_torch_bytes(224, 224, 5, without) < 0.1 * estimate
+    zero = dataclasses.replace(params, iterations=0)
+    assert dense_crf_torch_bytes(224, 224, 5, zero) == 4 * 3 * 5 * 224 * 224
+
+
+def test_crf_config_refuses_images_over_the_memory_limit():
+    from lpd_mmseg.models.crf import dense_crf_torch_bytes
+    from lpd_mmseg.models.utils.crf_config import (DEFAULT_MAX_MEMORY_GB,
+                                                   crf_scores)
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.rand(5, 48, 40, generator=gen)
+    image = torch.rand(3, 48, 40, generator=gen) * 255
+    params = DenseCRFParams()
+    fine = dense_crf_torch_bytes(48, 40, 5, params, downsample=4)
+    coarse = dense_crf_torch_bytes(48, 40, 5, params, downsample=2)
+    limit = (fine + coarse) / 2 / 2**30
+    cfg = dict(backend='torch', max_memory_gb=limit)
+    with pytest.raises(ValueError, match=r'torch CRF on a 40x48 image needs '
+                       r'about .* GiB \(truncate=3.0, downsample=2\), more '
+                       rf'than test_cfg.crf.max_memory_gb={limit}.*'
+                       r"backend='pydensecrf'.*larger downsample.*no CRF"):
+        crf_scores(scores, image, cfg)
+    # the advice works: a larger downsample fits under the same limit
+    out = crf_scores(scores, image, dict(cfg, downsample=4))
+    assert out.shape == (5, 48, 40)
+    # the default limit leaves room for far larger images than patches
+    assert dense_crf_torch_bytes(1024, 1024, 5, params) < \
+        DEFAULT_MAX_MEMORY_GB * 2**30 < dense_crf_torch_bytes(
+            2048, 2048, 5, params)
+
+
+@pytest.mark.parametrize('value', [0, -1.0, float('inf'), True, '4'])
+def test_crf_config_memory_limit_errors(value):
+    from lpd_mmseg.models.utils.crf_config import crf_options
+    with pytest.raises(ValueError, match=r'test_cfg.crf.max_memory_gb must '
+                       r'be a finite number > 0 \(GiB\), got'):
+        crf_options(dict(backend='torch', max_memory_gb=value))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_memory_estimate_bounds_the_cuda_peak():
+    from lpd_mmseg.models.crf import dense_crf_torch_bytes
+    gen = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(1, 5, 384, 512, generator=gen), 1)
+    images = torch.rand(1, 3, 384, 512, generator=gen) * 255
+    probs, images = probs.cuda(), images.cuda()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    dense_crf_torch(probs, images, DenseCRFParams(iterations=2))
+    peak = torch.cuda.max_memory_allocated() - before
+    estimate = dense_crf_torch_bytes(384, 512, 5, by_row=True)
+    assert 0.6 * estimate < peak < 1.2 * estimate
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 def test_torch_cuda_matches_cpu(noisy_batch):
     probs, images = noisy_batch

@@ -1,5 +1,8 @@
+import re
+
 import pytest
 import torch
+import torch.nn.functional as F
 from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
@@ -61,11 +64,12 @@ def test_oracle_gating_uses_mask_classes(images):
 
 @torch.no_grad()
 def test_predicted_gating_and_none(images):
-    model = _model(gate='predicted', gate_threshold=1.1)
+    model = _model(gate='predicted', gate_threshold=1.0)
     x = model.extract_feat(images)
     _, probs = model.decode_head.predict_cams(x, (64, 64))
+    assert probs.max() < 1
     out = model.predict(images, _samples(2, 64))
-    # threshold above 1: only the most probable class survives
+    # no probability reaches 1: only the most probable class survives
     for sample, p in zip(out, probs):
         assert set(sample.pred_sem_seg.data.unique().tolist()) <= {
             int(p.argmax()), 4}
@@ -82,6 +86,17 @@ def test_labels_override_gate(images):
     assert set(logits.argmax(0).unique().tolist()) <= {1, 4}
 
 
+@torch.no_grad()
+def test_encode_decode_refuses_oracle_gate(images):
+    # encode_decode gets no masks: it must not return ungated scores
+    model = _model(gate='oracle')
+    metas = [s.metainfo for s in _samples(2, 64)]
+    with pytest.raises(ValueError, match="oracle.*encode_decode.*gt_sem_seg"):
+        model.encode_decode(images, metas)
+    scores = _model().encode_decode(images, metas)
+    assert scores.shape == (2, 5, 64, 64)
+
+
 def test_restore_geometry_undoes_padding_flip_and_resize():
     model = _model()
     maps = torch.arange(2 * 6 * 8, dtype=torch.float).reshape(1, 2, 6, 8)
@@ -94,6 +109,44 @@ def test_restore_geometry_undoes_padding_flip_and_resize():
     out = model.restore_geometry(maps, meta, 'bilinear')
     assert out.shape == (2, 12, 16)
     assert out[0, -1, 0] < out[0, 0, 0]  # rows reversed before resizing
+
+
+@pytest.mark.parametrize('rotate_first', [False, True])
+@pytest.mark.parametrize('turns', [0, 1, 2, 3])
+@pytest.mark.parametrize('direction', [None, 'horizontal', 'vertical'])
+def test_restore_geometry_inverts_the_pipelines_flip_and_rotation(
+        monkeypatch, turns, direction, rotate_first):
+    import numpy as np
+    from mmseg.registry import TRANSFORMS
+    model = _model()
+    height, width = 5, 8  # not square: odd turns swap the sides
+    img = np.arange(height * width * 3, dtype=np.float32).reshape(
+        height, width, 3)
+    # the shipped pipelines flip, then rotate; a user's may do the reverse
+    steps = [dict(type='RandomRotate90', prob=1.0),
+             dict(type='PackWeakSegInputs')]
+    if direction is not None:
+        steps.insert(1 if rotate_first else 0,
+                     dict(type='RandomFlip', prob=1.0, direction=direction))
+    monkeypatch.setattr(np.random, 'randint', lambda low, high: turns)
+    results = dict(img=img, ori_shape=(height, width),
+                   img_shape=(height, width))
+    for step in steps:
+        results = TRANSFORMS.build(step)(results)
+    sample = results['data_samples']
+    assert sample.rot90_k == turns
+    assert sample.metainfo.get('flip', False) == (direction is not None)
+    assert sample.rot90_after_flip == (direction is not None
+                                       and not rotate_first)
+    shape = (width, height) if turns % 2 else (height, width)
+    assert tuple(results['inputs'].shape[1:]) == shape
+    # the data preprocessor pads right and bottom
+    maps = F.pad(results['inputs'][None].float(), (0, 2, 0, 1))
+    meta = dict(sample.metainfo, padding_size=[0, 2, 0, 1])
+    out = model.restore_geometry(maps, meta, 'bilinear')
+    assert torch.equal(out, torch.from_numpy(img).permute(2, 0, 1))
+    with pytest.raises(ValueError, match="rot90_k must be an int.*'1'"):
+        model.restore_geometry(maps, dict(meta, rot90_k='1'), 'bilinear')
 
 
 @torch.no_grad()
@@ -117,16 +170,62 @@ def test_size_limits_are_clear():
         _model(mode='slide')
 
 
+@torch.no_grad()
+def test_slide_settings_cover_every_pixel():
+    # stride > crop_size left pixels without a tile: 0 / 0 = NaN there
+    with pytest.raises(ValueError, match=r'test_cfg.stride=\(48, 80\) is '
+                       r'larger than test_cfg.crop_size=\(64, 64\)'):
+        _model(mode='slide', crop_size=(64, 64), stride=(48, 80))
+    with pytest.raises(ValueError, match=r'stride=\(65, 65\).*'
+                       r'crop_size=\(64, 64\)'):
+        _model(mode='slide', crop_size=64, stride=65)
+    for key, value in (('stride', 0), ('stride', (48, -1)),
+                       ('crop_size', (64, )), ('crop_size', 64.0)):
+        cfg = dict(mode='slide', crop_size=(64, 64), stride=(48, 48))
+        cfg[key] = value
+        with pytest.raises(ValueError, match=f'test_cfg.{key} must be a '
+                           'positive int or an \\(h, w\\) pair.*got '
+                           f'{re.escape(repr(value))}'):
+            _model(**cfg)
+    # an int means a square; stride == crop_size tiles without overlap
+    model = _model(mode='slide', crop_size=32, stride=32)
+    assert model.test_cfg.crop_size == (32, 32)
+    assert model.test_cfg.stride == (32, 32)
+    raw = model.inference(torch.rand(1, 3, 70, 90) * 255, None)
+    assert raw.shape == (1, 8, 70, 90) and torch.isfinite(raw).all()
+
+
 @pytest.mark.parametrize('bad, error', [
     (dict(gate='orcale'), ValueError),
     (dict(mode='tiled'), ValueError),
     (dict(crf=dict(backend='dense')), ValueError),
     (dict(crf=dict(backend='torch', gaussian_sxyz=3)), TypeError),
+    (dict(crf=dict(backend='torch', downsample=0)), ValueError),
+    (dict(crf=dict(backend='torch', max_memory_gb=0)), ValueError),
+    (dict(crf=dict(backend='pydensecrf', max_memory_gb=8)), ValueError),
     (dict(gate_treshold=0.3), TypeError),
 ])
 def test_test_cfg_mistakes(bad, error):
     with pytest.raises(error):
         _model(**bad)
+
+
+@pytest.mark.parametrize('threshold', [-0.1, 1.1, True, '0.5'])
+def test_gate_threshold_must_be_a_probability(threshold):
+    with pytest.raises(ValueError, match=r'test_cfg.gate_threshold must be a '
+                       r'probability in \[0, 1\], got ' +
+                       re.escape(repr(threshold))):
+        _model(gate_threshold=threshold)
+    assert _model(gate_threshold=0).test_cfg.gate_threshold == 0
+
+
+@torch.no_grad()
+def test_torch_crf_refuses_an_image_over_its_memory_limit(images):
+    model = _model(crf=dict(backend='torch', max_memory_gb=0.001))
+    with pytest.raises(ValueError, match=r'torch CRF on a 64x64 image needs '
+                       r'about .* GiB .*max_memory_gb=0.001.*pydensecrf.*'
+                       r'larger downsample.*no CRF'):
+        model.predict(images[:1], _samples(1, 64))
 
 
 @torch.no_grad()
@@ -162,6 +261,58 @@ def test_tta_averages_cams_before_finalizing(images):
     assert torch.allclose(merged.seg_logits.data, expected)
     assert torch.equal(merged.pred_sem_seg.data,
                        expected.argmax(0, keepdim=True))
+
+
+@torch.no_grad()
+def test_tta_passes_agree_after_flip_and_rotation_are_undone(monkeypatch):
+    # With maps computed pixel by pixel (a 1x1 convolution), the maps of a
+    # flipped or rotated view are the flipped or rotated maps: once
+    # restore_geometry undoes the view, every pass must equal the plain one.
+    # (The test above cannot tell: its expectation averages the same
+    # per-pass maps as the merge.)
+    from lpd_mmseg.models.segmentors import LPDTTAModel
+    model = _model()
+    num_classes = model.num_classes_tissue
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(num_classes, 3, 1, 1, generator=gen)
+    probs = torch.tensor([0.9, 0.2, 0.7, 0.1])
+
+    def pixelwise(inputs, metas):
+        cams = torch.sigmoid(F.conv2d(inputs / 255 - 0.5, weight))
+        return torch.cat([cams, probs.view(1, -1, 1, 1).expand_as(cams)], 1)
+
+    monkeypatch.setattr(model, 'inference', pixelwise)
+    torch.manual_seed(2)
+    x = torch.rand(1, 3, 48, 64) * 255  # not square
+    flip_h = dict(flip=True, flip_direction='horizontal')
+    flip_v = dict(flip=True, flip_direction='vertical')
+    # views as the pipelines make them: flip first, then rotate
+    views = [
+        (x, {}),
+        (x.flip(3), flip_h),
+        (x.flip(2), flip_v),
+        (x.rot90(1, dims=(2, 3)), dict(rot90_k=1)),
+        (x.flip(3).rot90(3, dims=(2, 3)), dict(flip_h, rot90_k=3)),
+        (x.flip(2).rot90(2, dims=(2, 3)), dict(flip_v, rot90_k=2)),
+    ]
+    model.defer_finalize = True
+    passes = []
+    for view, geometry in views:
+        shape = tuple(view.shape[2:])
+        meta = dict(ori_shape=(48, 64), img_shape=shape, pad_shape=shape,
+                    padding_size=[0, 0, 0, 0], flip=False,
+                    flip_direction=None, img_path='patch.png')
+        meta.update(geometry)
+        passes.append(model.predict(view, [SegDataSample(metainfo=meta)])[0])
+    model.defer_finalize = False
+    plain = passes[0].lpd_cams.data
+    assert plain.shape == (num_classes, 48, 64)
+    for view_pass, (_, geometry) in zip(passes[1:], views[1:]):
+        assert torch.allclose(view_pass.lpd_cams.data, plain, atol=1e-6), \
+            geometry
+    merged = LPDTTAModel(module=model).merge_preds([passes])[0]
+    expected = model.finalize(plain, passes[0].lpd_class_probs.data)
+    assert torch.allclose(merged.seg_logits.data, expected, atol=1e-6)
 
 
 def test_api_handles_grey_and_odd_sized_images(tiny_trained):

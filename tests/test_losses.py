@@ -83,9 +83,24 @@ def test_class_c_is_scored_on_region_c():
     assert base == pytest.approx(OPPOSITE, rel=1e-6)
     sim[0, 0, 0] = torch.tensor([5., -5.])
     assert jeffreys_diversity(sim, mask, 2).item() == pytest.approx(base)
-    # and the last class is reachable (the reference never scored it)
-    mask_last = torch.ones(1, 1, 2, dtype=torch.long)
-    assert jeffreys_diversity(sim, mask_last, 2).item() < 1.0
+
+
+def test_last_and_first_class_scored_on_their_own_regions():
+    # C=3, k=2, with a distinct value per class: class 0 identical
+    # prototypes (1), class 1 logits doubled (exp(-4 tanh 1)), class 2
+    # opposite.  The reference never scored the last class and was off by
+    # one; either slip would return another class's value.
+    sim = torch.zeros(1, 6, 1, 2)
+    sim[0, 0, 0] = sim[0, 1, 0] = torch.tensor([1., 0.])
+    sim[0, 2, 0] = torch.tensor([2., 0.])
+    sim[0, 3, 0] = torch.tensor([0., 2.])
+    sim[0, 4, 0] = torch.tensor([1., 0.])
+    sim[0, 5, 0] = torch.tensor([0., 1.])
+    values = [1.0, math.exp(-4 * math.tanh(1.)), OPPOSITE]
+    for c, expected in enumerate(values):
+        mask = torch.full((1, 1, 2), c, dtype=torch.long)
+        assert jeffreys_diversity(sim, mask, 3).item() == pytest.approx(
+            expected, rel=1e-6), c
 
 
 def test_symmetric_in_prototype_order():

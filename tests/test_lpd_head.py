@@ -186,6 +186,8 @@ def test_frozen_bank_mode(images):
 
 
 def test_mask_refiner_ema_is_frozen_and_trains(images):
+    from mmengine.optim import build_optim_wrapper
+
     from lpd_mmseg.models.refiners import MaskRefiner
     cfg = tiny_segmentor()
     cfg['mask_refiner'] = dict(type='MaskRefiner', encoder='ema',
@@ -194,8 +196,13 @@ def test_mask_refiner_ema_is_frozen_and_trains(images):
     refiner = model.mask_refiner
     assert isinstance(refiner, MaskRefiner)
     assert all(not p.requires_grad for p in refiner.encoder.parameters())
-    optim = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    # as the runner builds it: over the whole model, frozen encoder included
+    optim_wrapper = build_optim_wrapper(
+        model, dict(optimizer=dict(type='AdamW', lr=1e-3)))
+    encoder_ids = {id(p) for p in refiner.encoder.parameters()}
+    assert any(id(p) in encoder_ids
+               for group in optim_wrapper.optimizer.param_groups
+               for p in group['params'])
     _set_iter(5)
     samples = _samples([[1, 1, 0, 0], [0, 0, 1, 1]])
     losses = model.loss(images, samples)
@@ -205,30 +212,79 @@ def test_mask_refiner_ema_is_frozen_and_trains(images):
     for a, b in zip(refiner.encoder.parameters(),
                     model.backbone.parameters()):
         assert torch.equal(a, b)
-    sum(v for k, v in losses.items() if 'loss' in k).backward()
+    before = [p.detach().clone() for p in refiner.encoder.parameters()]
+    optim_wrapper.update_params(
+        sum(v for k, v in losses.items() if 'loss' in k))
     assert all(p.grad is None for p in refiner.encoder.parameters())
-    optim.step()
-    encoder_ids = {id(p) for p in refiner.encoder.parameters()}
-    assert not any(id(p) in encoder_ids for p in optim.state)
+    state = optim_wrapper.optimizer.state
+    assert id(model.decode_head.prototypes) in {id(p) for p in state}
+    assert not any(id(p) in encoder_ids for p in state)
+    for a, b in zip(refiner.encoder.parameters(), before):
+        assert torch.equal(a, b)
     model.train()
     assert not refiner.encoder.training
 
 
-def test_mask_refiner_external_encoder(images):
-    cfg = tiny_segmentor()
+def _external_refiner(head=None, init_cfg=None):
+    cfg = tiny_segmentor(head=head)
     cfg['mask_refiner'] = dict(
         type='MaskRefiner', embed_channels=64,
         encoder=dict(type='ResNetV1c', depth=18, num_stages=4,
                      out_indices=(3, ), base_channels=8, stem_channels=8,
-                     init_cfg=None),
+                     init_cfg=init_cfg),
         max_pairs=2)
-    model = MODELS.build(cfg)
+    return MODELS.build(cfg)
+
+
+def test_mask_refiner_external_encoder(images):
+    model = _external_refiner()
     assert model.mask_refiner.adapter is not None
     _set_iter(5)
     losses = model.loss(images, _samples([[1, 0, 0, 0], [0, 1, 0, 0]]))
     total = sum(v for k, v in losses.items() if 'loss' in k)
     total.backward()
     assert torch.isfinite(total)
+
+
+def test_mask_refiner_external_encoder_init_weights():
+    model = _external_refiner(
+        init_cfg=dict(type='Constant', val=0.123, layer='Conv2d'))
+    encoder = model.mask_refiner.encoder
+    convs = [m for m in encoder.modules()
+             if isinstance(m, torch.nn.Conv2d)]
+    assert convs and not any(
+        torch.allclose(m.weight, torch.tensor(0.123)) for m in convs)
+    model.init_weights()
+    for m in convs:
+        assert torch.allclose(m.weight, torch.full_like(m.weight, 0.123))
+    assert all(not p.requires_grad for p in encoder.parameters())
+    assert not encoder.training
+    model.train()
+    assert not encoder.training
+
+
+@pytest.mark.parametrize('case', ['warmup', 'no_pair'])
+def test_mask_refiner_adapter_always_gets_gradient(images, case):
+    # DDP without find_unused_parameters needs a gradient for every
+    # learnable parameter on every step.
+    model = _external_refiner(head=tiny_head(warmup_iters=100))
+    if case == 'warmup':
+        _set_iter(0)
+        labels = [[1, 0, 0, 0], [0, 1, 0, 0]]
+    else:
+        _set_iter(100)
+        labels = [[0, 0, 0, 0], [0, 0, 0, 0]]  # no prototype can qualify
+    losses = model.loss(images, _samples(labels))
+    if case == 'warmup':
+        assert not any(k.startswith('refine.') for k in losses)
+    else:
+        assert losses['refine.loss_refine'].item() == 0.0
+    sum(v for k, v in losses.items() if 'loss' in k).backward()
+    adapter = list(model.mask_refiner.adapter.parameters())
+    assert adapter
+    for p in adapter:
+        assert p.grad is not None and torch.equal(p.grad,
+                                                  torch.zeros_like(p))
 
 
 def test_refiner_selection_and_contrastive_math():

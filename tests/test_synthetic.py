@@ -179,6 +179,39 @@ def test_training_label_matches_training_mask(small_set):
         np.testing.assert_array_equal(label, label_from_mask(mask, 4))
 
 
+def test_bracket_group_in_data_root_does_not_leak_into_labels(tmp_path):
+    # A path such as /data/[1111]/bcss must not label every patch [1111]:
+    # labels come from the file names only.
+    out = str(tmp_path / '[1111]' / 'bcss')
+    generate_synthetic_bcss(out, seed=4, num_train=8, num_val=2, num_test=0,
+                            size=32, with_train_masks=True, progress=False)
+    train = DATASETS.build(
+        dict(type='BCSSWSSSDataset', data_root=out, split='train',
+             pipeline=[]))
+    assert len(train) == 8
+    labels = []
+    for i in range(len(train)):
+        info = train.get_data_info(i)
+        name = osp.basename(info['img_path'])
+        assert '[1111]' in info['img_path']
+        label = info['gt_image_label']
+        np.testing.assert_array_equal(label,
+                                      parse_label_from_name(name, 4))
+        mask = np.array(Image.open(osp.join(out, 'training_masks', name)))
+        np.testing.assert_array_equal(label, label_from_mask(mask, 4))
+        labels.append(label.tolist())
+    assert any(label != [1, 1, 1, 1] for label in labels)
+    val = DATASETS.build(
+        dict(type='BCSSWSSSDataset', data_root=out, split='val',
+             pipeline=[dict(type='LoadImageFromFile'),
+                       dict(type='LoadHistoAnnotations')]))
+    for i in range(len(val)):
+        sample = val[i]
+        np.testing.assert_array_equal(
+            sample['gt_image_label'],
+            label_from_mask(sample['gt_seg_map'], 4))
+
+
 def test_manifest_matches_disk(small_set):
     out, manifest = small_set
     with open(osp.join(out, MANIFEST_NAME)) as f:

@@ -217,10 +217,49 @@ def test_clear_errors(tiny_lpd, tmp_path):  # noqa: F811
     assert not osp.exists(out)
 
 
+def test_existing_outputs_need_overwrite(tiny_lpd, tmp_path):  # noqa: F811
+    out = tmp_path / 'o'
+    image = val_images(tiny_lpd)[0]
+    args = [tiny_lpd.config, tiny_lpd.checkpoint, image, '--out', str(out),
+            '--no-progress']
+    code, _, err = run_tool(args)
+    assert code == 0, err
+    written = {n: (out / n).read_bytes() for n in os.listdir(out)}
+    assert len(written) == 3
+    (out / COVERAGE_JSON).write_text('{"old": true}')
+    code, _, err = run_tool(args)
+    panel = f'{STEM}+0_prototypes.png'
+    assert code == 1
+    assert (f"output folder '{out}' already holds 3 of the files this run "
+            f'would write ({panel}, {COVERAGE_FIGURE}, {COVERAGE_JSON})'
+            in err)
+    assert '--overwrite' in err
+    assert (out / COVERAGE_JSON).read_text() == '{"old": true}'
+    from lpd_mmseg.apis import init_segmentor
+    model = init_segmentor(tiny_lpd.config, tiny_lpd.checkpoint)
+    with pytest.raises(FileExistsError, match='already holds 3 of the'):
+        visualize_prototypes(model, [image], str(out), progress=False)
+    # one existing file is enough to refuse
+    (out / COVERAGE_FIGURE).unlink()
+    (out / panel).unlink()
+    with pytest.raises(FileExistsError, match=f'holds 1 of .*'
+                       f'\\({COVERAGE_JSON}\\)'):
+        visualize_prototypes(model, [image], str(out), progress=False)
+    code, _, err = run_tool(args + ['--overwrite'])
+    assert code == 0, err
+    assert sorted(os.listdir(out)) == sorted(written)
+    with open(out / COVERAGE_JSON) as f:
+        assert json.load(f)['num_images'] == 1
+    # an --out that is a file
+    code, _, err = run_tool(args[:3] + ['--out', str(out / panel)])
+    assert code == 1 and 'exists and is not a folder' in err
+
+
 def test_help(capsys):
     with pytest.raises(SystemExit) as exc:
         load_tool('visualize_prototypes').main(['--help'])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for flag in ('--out', '--stage', '--device', '--masks', 'IMG'):
+    for flag in ('--out', '--stage', '--device', '--masks', '--overwrite',
+                 'IMG'):
         assert flag in text

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Testing on a slurm cluster:
-#   GPUS=8 bash tools/slurm_train.sh PARTITION JOB_NAME CONFIG CHECKPOINT [test.py flags...]
+#   GPUS=8 bash tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [test.py flags...]
 # GPUS_PER_NODE, CPUS_PER_TASK and SRUN_ARGS tune the allocation.
 set -euo pipefail
 PARTITION=$1

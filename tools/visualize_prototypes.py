@@ -8,7 +8,8 @@ prototypes of a class share its region.
 
 Writes OUT/<image>_prototypes.png (image, predicted mask with legend, one
 heatmap per prototype: rows = classes, columns = prototypes),
-OUT/prototype_coverage.png and OUT/prototype_coverage.json.
+OUT/prototype_coverage.png and OUT/prototype_coverage.json; existing
+outputs of these names are only replaced with --overwrite.
 All logic lives in :mod:`lpd_mmseg.apis.visualization`.
 """
 import lpd_mmseg  # noqa: F401  (compat fixes + registration, first)
@@ -20,13 +21,14 @@ import sys
 from lpd_mmseg.apis.checkpoint import (CheckpointMismatchError,
                                        UnsafeCheckpointError)
 from lpd_mmseg.apis.visualization import (COVERAGE_JSON, check_masks_exist,
+                                          check_output_folder,
                                           expand_image_inputs,
                                           format_coverage,
                                           visualize_prototypes)
 
 #: Errors caused by the arguments or the files: reported in one line.
-USER_ERRORS = (FileNotFoundError, NotADirectoryError, CheckpointMismatchError,
-               UnsafeCheckpointError, ValueError)
+USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError,
+               CheckpointMismatchError, UnsafeCheckpointError, ValueError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                         'used')
     parser.add_argument('--out', required=True, metavar='DIR',
                         help='output folder for the figures and the JSON '
-                        '(created if missing; same-named outputs are '
-                        'replaced)')
+                        '(created if missing; existing outputs of the same '
+                        'names are only replaced with --overwrite)')
     parser.add_argument('--stage', type=int, default=-1,
                         help="which of the head's used backbone stages to "
                         'show, as an index into its in_index (-1: the '
@@ -61,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help='folder of ground-truth masks with the images\' '
                         'file names; coverage is then measured on the true '
                         'class regions instead of the predicted ones')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace panels and prototype_coverage.png/json '
+                        'already in --out')
     parser.add_argument('--no-progress', action='store_true',
                         help='hide the progress bar')
     return parser
@@ -76,6 +81,7 @@ def main(argv=None) -> int:
                 raise FileNotFoundError(f'{what} {path}: no such file')
         if args.masks is not None:
             check_masks_exist(images, args.masks)
+        check_output_folder(args.out, images, args.overwrite)
         from lpd_mmseg.apis import init_segmentor
         model = init_segmentor(args.config, args.checkpoint,
                                device=args.device)
@@ -83,7 +89,8 @@ def main(argv=None) -> int:
             model, images, args.out, stage=args.stage, mask_dir=args.masks,
             progress=not args.no_progress,
             provenance=dict(config=osp.abspath(args.config),
-                            checkpoint=osp.abspath(args.checkpoint)))
+                            checkpoint=osp.abspath(args.checkpoint)),
+            overwrite=args.overwrite)
     except USER_ERRORS as e:
         print(f'visualize_prototypes.py: error: {e}', file=sys.stderr)
         return 1

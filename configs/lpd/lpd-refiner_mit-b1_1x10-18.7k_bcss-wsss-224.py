@@ -1,7 +1,10 @@
 # LPD with the optional mask refiner.  The reference uses a frozen MedCLIP
 # image encoder fetched from a model hub; here the frozen encoder is a
 # momentum (EMA) copy of the model's own backbone, which needs no external
-# weights.  To use another frozen encoder, give a registry backbone, e.g.
+# weights: a copy of the backbone as trained at the end of the head's
+# warm-up (warmup_iters, when the refiner starts), then updated by EMA.  To
+# use another frozen encoder, give a registry backbone (its init_cfg is
+# applied by the model's init_weights), e.g.
 #   encoder=dict(type='ResNetV1c', depth=50, init_cfg=dict(
 #       type='Pretrained', checkpoint='open-mmlab://resnet50_v1c')),
 #   embed_channels=2048,

@@ -3,7 +3,6 @@ _base_ = './lpd_mit-b1_1x10-18.7k_bcss-wsss-224.py'
 custom_imports = dict(imports=['lpd_mmseg'], allow_failed_imports=False)
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 model = dict(
-    pretrained='open-mmlab://resnet50_v1c',
     backbone=dict(
         _delete_=True,
         type='ResNetV1c',
@@ -15,5 +14,7 @@ model = dict(
         norm_cfg=norm_cfg,
         norm_eval=False,
         style='pytorch',
-        contract_dilation=True),
+        contract_dilation=True,
+        init_cfg=dict(
+            type='Pretrained', checkpoint='open-mmlab://resnet50_v1c')),
     decode_head=dict(in_channels=[512, 1024, 2048], in_index=[1, 2, 3]))

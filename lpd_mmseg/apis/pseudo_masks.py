@@ -29,9 +29,12 @@ import torch
 from mmengine.config import Config
 from torch import Tensor
 
+from ..datasets.weak_label_dataset import PSEUDO_MASK_META_FILE
+from .outputs import refuse_to_overwrite
+
 GATE_CHOICES = ('labels', 'predicted')
 CRF_CHOICES = ('none', 'torch', 'pydensecrf')
-META_FILE = 'pseudo_masks_meta.json'
+META_FILE = PSEUDO_MASK_META_FILE
 MASK_SUFFIX = '.png'
 #: Deterministic loading for pseudo-masks: no augmentation, no mask.
 DETERMINISTIC_PIPELINE = (dict(type='LoadImageFromFile'),
@@ -206,21 +209,9 @@ def check_output_folder(out_dir: str, mask_paths: Sequence[str],
         FileExistsError: some planned output (a mask or the meta file)
             already exists and ``overwrite`` is False; names the folder.
     """
-    if osp.exists(out_dir) and not osp.isdir(out_dir):
-        raise NotADirectoryError(f"--out '{out_dir}' exists and is not a "
-                                 'folder')
-    if overwrite or not osp.isdir(out_dir):
-        return
-    targets = list(mask_paths) + [osp.join(out_dir, META_FILE)]
-    existing = [osp.basename(p) for p in targets if osp.exists(p)]
-    if existing:
-        shown = ', '.join(existing[:3])
-        more = f' and {len(existing) - 3} more' if len(existing) > 3 else ''
-        raise FileExistsError(
-            f"output folder '{out_dir}' already holds {len(existing)} of the "
-            f'files this run would write ({shown}{more}); refusing to '
-            'overwrite them. Choose another --out folder, remove the old '
-            'pseudo-masks, or pass --overwrite.')
+    refuse_to_overwrite(out_dir,
+                        list(mask_paths) + [osp.join(out_dir, META_FILE)],
+                        overwrite, 'old pseudo-masks')
 
 
 def _foreign_pngs(out_dir: str, mask_paths: Sequence[str]) -> List[str]:

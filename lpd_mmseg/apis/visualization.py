@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .outputs import refuse_to_overwrite
+
 ImageInput = Union[str, np.ndarray]
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp')
 COVERAGE_JSON = 'prototype_coverage.json'
@@ -193,6 +195,29 @@ def check_masks_exist(images: Sequence[ImageInput], mask_dir: str) -> None:
             raise FileNotFoundError(
                 f"no mask '{path}' for image '{img}' (masks must have the "
                 "image's file name)")
+
+
+def planned_outputs(images: Sequence[ImageInput]) -> List[str]:
+    """File names :func:`visualize_prototypes` writes for ``images``:
+    one panel per image, then the coverage figure and JSON."""
+    names = [_image_name(img, i) for i, img in enumerate(images)]
+    return [n + PANEL_SUFFIX for n in names] + [COVERAGE_FIGURE,
+                                                COVERAGE_JSON]
+
+
+def check_output_folder(out_dir: str, images: Sequence[ImageInput],
+                        overwrite: bool) -> None:
+    """Refuse to replace existing outputs unless ``overwrite``.
+
+    Raises:
+        NotADirectoryError: ``out_dir`` exists and is a file.
+        FileExistsError: some planned output (a panel or the coverage
+            figure / JSON) already exists in ``out_dir`` and ``overwrite``
+            is False; names a few of them.
+    """
+    refuse_to_overwrite(
+        out_dir, [osp.join(out_dir, n) for n in planned_outputs(images)],
+        overwrite, 'old files')
 
 
 def load_region_mask(path: str, shape: Sequence[int]) -> Tensor:
@@ -412,13 +437,15 @@ def visualize_prototypes(model,
                          stage: int = -1,
                          mask_dir: Optional[str] = None,
                          progress: bool = True,
-                         provenance: Optional[dict] = None) -> dict:
+                         provenance: Optional[dict] = None,
+                         overwrite: bool = False) -> dict:
     """Panels and prototype-coverage numbers for a list of images.
 
     Writes ``out_dir/<image name>_prototypes.png`` per image,
     ``out_dir/prototype_coverage.png`` and
     ``out_dir/prototype_coverage.json`` (aggregate over all images and per
-    image).
+    image).  Existing files of these names are only replaced with
+    ``overwrite``.
 
     Args:
         model: a loaded ``LPDEncoderDecoder``.
@@ -430,9 +457,14 @@ def visualize_prototypes(model,
             instead of the prediction.
         progress (bool): show a progress bar.
         provenance (dict, optional): extra entries for the JSON.
+        overwrite (bool): replace outputs already in ``out_dir``.
 
     Returns:
         dict: the coverage report written to the JSON.
+
+    Raises:
+        FileExistsError: outputs exist and ``overwrite`` is False (nothing
+            is written).
     """
     if not images:
         raise ValueError('no images given')
@@ -458,6 +490,7 @@ def visualize_prototypes(model,
                          'their panels would overwrite each other')
     if mask_dir is not None:
         check_masks_exist(images, mask_dir)
+    check_output_folder(out_dir, images, overwrite)
     os.makedirs(out_dir, exist_ok=True)
 
     # Prediction follows test_cfg.gate, but an oracle gate needs masks that
@@ -546,6 +579,6 @@ __all__ = [
     'prototype_coverage', 'coverage_shares', 'coverage_entropy',
     'coverage_report', 'visualize_prototypes', 'image_prototype_maps',
     'draw_prototype_panel', 'draw_coverage_figure', 'format_coverage',
-    'expand_image_inputs', 'check_masks_exist', 'load_region_mask',
-    'colorize_mask'
+    'expand_image_inputs', 'check_masks_exist', 'check_output_folder',
+    'planned_outputs', 'load_region_mask', 'colorize_mask'
 ]

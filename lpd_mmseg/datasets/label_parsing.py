@@ -2,8 +2,9 @@
 
 BCSS-WSSS names a training patch ``<source>+<index>[abcd].png`` (four 0/1
 digits, no spaces); LUAD-HistoSeg names it ``<id>-[a b c d].png`` (four
-space-separated digits).  Only the *last* bracket group of the *file name*
-is read, never the folder path.
+space-separated digits, exactly one space between two digits and none
+inside the brackets' ends, as in the published names).  Only the *last*
+bracket group of the *file name* is read, never the folder path.
 """
 import os
 import re
@@ -34,7 +35,8 @@ def parse_label_from_name(path: str,
         path (str): file path or name; only the base name is parsed.
         num_classes (int): expected vector length.
         label_format (str): ``'compact'`` for ``[1101]`` (BCSS-WSSS) or
-            ``'spaced'`` for ``[1 1 0 1]`` (LUAD-HistoSeg).
+            ``'spaced'`` for ``[1 1 0 1]`` (LUAD-HistoSeg; single spaces
+            only, so ``[1  1 0 1]``, tabs and ``[ 1 1 0 1 ]`` are refused).
 
     Raises:
         LabelParseError: naming the file, what was found and what was
@@ -52,20 +54,28 @@ def parse_label_from_name(path: str,
         raise LabelParseError(
             f"{path}: no '[...]' label group in the file name; {expected}")
     text = groups[-1]
+    shown = repr(f'[{text}]')
     if label_format == 'compact':
         tokens = list(text)
-        well_formed = ' ' not in text
+        if any(c.isspace() for c in text):
+            raise LabelParseError(
+                f'{path}: label group {shown} is malformed: the digits must '
+                f'be written without spaces; {expected}')
     else:
-        tokens = text.split()
-        well_formed = ' '.join(tokens) == text.strip()
-    if not well_formed or len(tokens) != num_classes:
+        tokens = text.split(' ') if text else []
+        if not all(t and not any(c.isspace() for c in t) for t in tokens):
+            raise LabelParseError(
+                f'{path}: label group {shown} is malformed: entries must be '
+                'separated by single spaces (no tabs, no double, leading or '
+                f'trailing spaces); {expected}')
+    if len(tokens) != num_classes:
         raise LabelParseError(
-            f"{path}: label group '[{text}]' has {len(tokens)} entries "
+            f'{path}: label group {shown} has {len(tokens)} entries '
             f'where {num_classes} were expected; {expected}')
     bad = sorted({t for t in tokens if t not in ('0', '1')})
     if bad:
         raise LabelParseError(
-            f"{path}: label group '[{text}]' contains {bad}; only 0 and 1 "
+            f'{path}: label group {shown} contains {bad}; only 0 and 1 '
             f'are allowed; {expected}')
     return np.array([int(t) for t in tokens], dtype=np.int64)
 

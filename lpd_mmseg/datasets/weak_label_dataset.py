@@ -23,16 +23,47 @@ from .label_parsing import LabelParseError, parse_label_from_name
 
 TRAIN_FOLDERS = ('training', 'train')
 EMPTY_LABEL_POLICIES = ('error', 'warn')
+#: Summary that ``tools/make_pseudo_masks.py`` writes beside its masks; a
+#: pseudo-mask folder read as ``seg_map_path`` skips it without a warning.
+PSEUDO_MASK_META_FILE = 'pseudo_masks_meta.json'
 
 
 class DataLoadError(RuntimeError):
     """Loading one sample failed; the message names its files."""
 
 
-def _list_files(folder: str, suffix: str) -> List[str]:
+def _list_files(folder: str, suffix: str, suffix_arg: str) -> List[str]:
+    """Names of the ``*<suffix>`` files in ``folder``, sorted.
+
+    Hidden entries (``.DS_Store``, macOS ``._x.png``) and the pseudo-mask
+    summary file are skipped quietly and other entries (subfolders, ``README.txt``) with a warning.  Files whose
+    suffix differs only in letter case (``x.PNG``) are refused: silently
+    skipping them would drop samples.  ``suffix_arg`` names the argument
+    that sets ``suffix``, for the messages.
+    """
+    names, wrong_case, other = [], [], []
     with os.scandir(folder) as entries:
-        return sorted(e.name for e in entries
-                      if e.name.endswith(suffix) and e.is_file())
+        for e in entries:
+            if e.name.startswith('.') or e.name == PSEUDO_MASK_META_FILE:
+                continue
+            is_file = e.is_file()
+            if is_file and e.name.endswith(suffix):
+                names.append(e.name)
+            elif is_file and e.name.lower().endswith(suffix.lower()):
+                wrong_case.append(e.name)
+            else:
+                other.append(e.name + ('/' if e.is_dir() else ''))
+    if wrong_case:
+        wrong_case.sort()
+        raise FileNotFoundError(
+            f"{len(wrong_case)} files in '{folder}' end in '{suffix}' only "
+            f'up to letter case: {_summarise(wrong_case)}; expected '
+            f"'*{suffix}'. Rename them, or set {suffix_arg} to their suffix.")
+    if other:
+        other.sort()
+        warnings.warn(f"ignored {len(other)} entries in '{folder}' that are "
+                      f"not '*{suffix}' files: {_summarise(other)}")
+    return sorted(names)
 
 
 def _summarise(names: List[str], limit: int = 5) -> str:
@@ -53,15 +84,19 @@ class WeakLabelHistoDataset(BaseSegDataset):
     Args:
         split (str, optional): ``'train'``, ``'val'`` or ``'test'``.  Sets
             ``data_prefix`` from the standard layout (``training/`` or
-            ``train/``; ``<split>/img`` + ``<split>/mask``).  Leave None to
-            pass ``data_prefix`` yourself; a prefix without
-            ``seg_map_path`` means a weakly labelled (training) folder.
+            ``train/``, refused when both exist; ``<split>/img`` +
+            ``<split>/mask``).  Leave None to pass ``data_prefix``
+            yourself; a prefix without ``seg_map_path`` means a weakly
+            labelled (training) folder.
         empty_label (str): what to do with training names whose label vector
             is all zeros: ``'error'`` (default) refuses the split and lists
             them; ``'warn'`` keeps them (they train as all-negative samples)
             and warns with their count.
         img_suffix (str): image file suffix.  Default ``'.png'``.
         seg_map_suffix (str): mask file suffix.  Default ``'.png'``.
+            Files whose suffix differs only in case (``x.PNG``) are
+            refused; other entries of a split folder are skipped with a
+            warning, hidden ones (``.DS_Store``, ``._x.png``) quietly.
         **kwargs: passed to :class:`mmseg.datasets.BaseSegDataset`.
     """
 
@@ -110,9 +145,17 @@ class WeakLabelHistoDataset(BaseSegDataset):
     def _prefix_for_split(split: str, data_root: Optional[str]) -> dict:
         root = data_root or ''
         if split == 'train':
-            for folder in TRAIN_FOLDERS:
-                if osp.isdir(osp.join(root, folder)):
-                    return dict(img_path=folder)
+            found = [f for f in TRAIN_FOLDERS if osp.isdir(osp.join(root, f))]
+            if len(found) > 1:
+                first, second = (osp.join(root, f) for f in found)
+                raise ValueError(
+                    f"both '{first}' and '{second}' exist, so split='train' "
+                    'cannot tell which holds the training patches; expected '
+                    'one of them. Remove one, or pass split=None and '
+                    f"data_prefix=dict(img_path='{found[0]}') (or "
+                    f"'{found[1]}') explicitly.")
+            if found:
+                return dict(img_path=found[0])
             raise FileNotFoundError(
                 f"no training split in '{root}': expected a flat folder "
                 f"'{osp.join(root, TRAIN_FOLDERS[0])}' (or "
@@ -155,7 +198,7 @@ class WeakLabelHistoDataset(BaseSegDataset):
                     f"{self.ann_file} lists {len(missing)} images not found "
                     f"in '{img_dir}': {_summarise(missing)}")
             return names
-        names = _list_files(img_dir, self.img_suffix)
+        names = _list_files(img_dir, self.img_suffix, 'img_suffix')
         if not names:
             raise FileNotFoundError(
                 f"no '*{self.img_suffix}' images in '{img_dir}'; expected "
@@ -206,7 +249,8 @@ class WeakLabelHistoDataset(BaseSegDataset):
                 f"mask folder '{ann_dir}' does not exist; expected a mask "
                 f"of the same file name for each image in '{img_dir}'")
         stems = [n[:-len(self.img_suffix)] for n in names]
-        mask_names = set(_list_files(ann_dir, self.seg_map_suffix))
+        mask_names = set(
+            _list_files(ann_dir, self.seg_map_suffix, 'seg_map_suffix'))
         expected = {s + self.seg_map_suffix for s in stems}
         no_mask = sorted(s + self.img_suffix for s in stems
                          if s + self.seg_map_suffix not in mask_names)

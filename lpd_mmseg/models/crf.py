@@ -65,8 +65,8 @@ import torch.nn.functional as F
 
 __all__ = [
     'DenseCRFParams', 'dense_crf_pydensecrf', 'dense_crf_torch', 'crf_refine',
-    'unary_from_probs', 'UNARY_CLIP', 'WEIGHT_BUDGET_BYTES',
-    'PYDENSECRF_INSTALL_HINT'
+    'dense_crf_torch_bytes', 'unary_from_probs', 'UNARY_CLIP',
+    'WEIGHT_BUDGET_BYTES', 'PYDENSECRF_INSTALL_HINT'
 ]
 
 #: Smallest probability in the unary (as pydensecrf.utils.unary_from_softmax).
@@ -573,6 +573,68 @@ def _images_per_chunk(height: int,
                       width)
     per_image = 4 * height * width * sum(2 * m + 1 for _, m in rows)
     return max(1, budget // per_image)
+
+
+def dense_crf_torch_bytes(height: int,
+                          width: int,
+                          num_classes: int,
+                          params: DenseCRFParams = DenseCRFParams(),
+                          *,
+                          truncate: float = 3.0,
+                          downsample: int = 2,
+                          by_row: bool = False) -> int:
+    """Approximate peak memory of :func:`dense_crf_torch` on one image.
+
+    Counts the float32 tensors the solver allocates, at their peak:
+
+    * probabilities, unary and ``Q``: ``3 C`` values per pixel;
+    * Gaussian term: the ``(H, H)`` and ``(W, W)`` matrices, plus two
+      temporaries of the larger one while they are built;
+    * bilateral term: the stored weights, one value per pixel and window
+      offset (``O``, about ``pi * (truncate * bilateral_sxy /
+      downsample)^2``: 707 at the defaults, 2.8 KB per pixel), the padded
+      image, and while the weights are built ``7`` values per pixel and
+      offset of the widest window row (``R``), then a boolean per weight;
+    * mean-field temporaries: about ``12 C`` values per pixel, plus
+      ``C R`` per pixel when the bilateral filter runs by row (on CUDA).
+
+    Args:
+        height: Image height H.
+        width: Image width W.
+        num_classes: Number of channels C of the probabilities.
+        params: CRF parameters (which terms are on, window radius).
+        truncate: As in :func:`dense_crf_torch`.
+        downsample: As in :func:`dense_crf_torch`.
+        by_row: Whether the bilateral filter runs by row (the default on
+            CUDA devices).
+
+    Returns:
+        int: bytes.
+    """
+    pixels = height * width
+    values = 3 * num_classes * pixels
+    if params.iterations > 0:
+        building = 0
+        working = 12 * num_classes * pixels
+        if params.gaussian_compat > 0:
+            values += height * height + width * width + pixels
+            building = 2 * max(height, width)**2
+        if params.bilateral_compat > 0:
+            rows = _disc_rows(truncate * params.bilateral_sxy, downsample,
+                              height, width)
+            offsets = sum(2 * m + 1 for _, m in rows)
+            widest = max(2 * m + 1 for _, m in rows)
+            pad = max(max(abs(dy), m * downsample) for dy, m in rows)
+            values += (offsets + 2) * pixels
+            # row temporaries, then the boolean mask of _exp_neg
+            building = max(building, 7 * widest * pixels +
+                           3 * (height + 2 * pad) * (width + 2 * pad),
+                           offsets * pixels // 4)
+            working += num_classes * (height + 2 * pad) * (width + 2 * pad)
+            if by_row:
+                working += num_classes * widest * pixels
+        values += max(building, working)
+    return 4 * values
 
 
 @torch.no_grad()

@@ -49,7 +49,9 @@ val_dataloader = dict(
         type=dataset_type,
         data_root=data_root,
         split='val',
+        test_mode=True,
         pipeline=test_pipeline))
+# The test set: the val loader with split='test' (test_mode carried over).
 test_dataloader = dict(
     val_dataloader, dataset=dict(val_dataloader['dataset'], split='test'))
 # 'count': ground-truth background pixels count (TPRO/PBIP/LPD protocol);

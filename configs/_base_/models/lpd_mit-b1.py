@@ -1,5 +1,8 @@
 # LPD on SegFormer's MiT-B1 (paper setting).  Stage 1 has loss weight 0 in
-# the paper and no fusion weight, so it is not used (in_index 1..3).
+# the paper and no fusion weight, so it is not used (in_index 1..3).  As in
+# the reference variant, stage 4 keeps stride 16 (patch-embedding stride 1
+# instead of 2): 14x14 prototype maps at 224 px instead of 7x7.  The
+# ImageNet weights load unchanged (only the stride differs).
 checkpoint = 'https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segformer/mit_b1_20220624-02e5a6a1.pth'  # noqa
 # The reference normalises BGR-read images with these statistics.
 data_preprocessor = dict(
@@ -8,8 +11,8 @@ data_preprocessor = dict(
     std=[44.2935, 57.528, 50.541],
     bgr_to_rgb=False,
     # Patches are 224 px; batches of other sizes are padded to a multiple
-    # of 32 (the backbone's total stride).
-    size_divisor=32,
+    # of 16 (the backbone's total stride).
+    size_divisor=16,
     pad_val=0,
     seg_pad_val=255)
 model = dict(
@@ -24,6 +27,7 @@ model = dict(
         num_layers=[2, 2, 2, 2],
         num_heads=[1, 2, 5, 8],
         patch_sizes=[7, 3, 3, 3],
+        strides=[4, 2, 2, 1],
         sr_ratios=[8, 4, 2, 1],
         out_indices=(0, 1, 2, 3),
         mlp_ratio=4,

@@ -6,7 +6,8 @@ from .loading import as_label_array
 
 DEFAULT_META_KEYS = ('img_path', 'seg_map_path', 'ori_shape', 'img_shape',
                      'pad_shape', 'scale_factor', 'flip', 'flip_direction',
-                     'reduce_zero_label', 'rot90_k', 'brightness_factor')
+                     'reduce_zero_label', 'rot90_k', 'rot90_after_flip',
+                     'brightness_factor')
 
 
 @TRANSFORMS.register_module()

@@ -1,5 +1,5 @@
 """Augmentations for H&E patches."""
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 from mmcv.transforms import BaseTransform
@@ -92,7 +92,9 @@ class RandomRotate90(BaseTransform):
 
     With probability ``prob`` one of 90, 180, 270 degrees (counter-clockwise)
     is drawn uniformly; the number of quarter turns is stored as
-    ``results['rot90_k']`` (0 when not rotated).
+    ``results['rot90_k']`` (0 when not rotated), and whether a
+    ``RandomFlip`` ran before this step as ``results['rot90_after_flip']``,
+    so that inference can undo the two in the reverse order.
 
     Args:
         prob (float): probability of rotating.  Default 0.75, which makes all
@@ -109,6 +111,7 @@ class RandomRotate90(BaseTransform):
         if np.random.rand() < self.prob:
             k = int(np.random.randint(1, 4))
         results['rot90_k'] = k
+        results['rot90_after_flip'] = 'flip' in results
         if k == 0:
             return results
         results['img'] = np.ascontiguousarray(np.rot90(results['img'], k))

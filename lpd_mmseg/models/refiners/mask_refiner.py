@@ -9,7 +9,8 @@ from the others, and pushes the background embedding from the prototype.
 A small penalty on the mean CAM keeps the foreground from growing to the
 whole image.  The reference code uses MedCLIP as the frozen encoder; here it
 is any registry backbone (with an optional checkpoint) or a momentum copy of
-the model's own backbone.
+the model's own backbone, taken when the refiner first runs (the end of the
+head's warm-up) and then updated by EMA.
 """
 import copy
 from typing import Dict, Optional, Union
@@ -108,13 +109,21 @@ class MaskRefiner(nn.Module):
 
     Args:
         encoder (str | dict): ``'ema'`` for a momentum copy of the model's
-            own backbone (no external weights needed), or a backbone config
-            from the registry, e.g. ``dict(type='ResNetV1c', depth=18,
-            init_cfg=dict(type='Pretrained', checkpoint=URL))``.  Frozen
-            either way: no gradient, no optimizer state.
+            own backbone (no external weights needed): at the first step on
+            which the refiner runs (the first iteration after the head's
+            ``warmup_iters``) it is a copy of the backbone as trained up to
+            then, not of its pre-trained weights (unless
+            ``warmup_iters=0``); every later step moves it towards the
+            backbone by EMA.  Or a backbone config from the registry, e.g.
+            ``dict(type='ResNetV1c', depth=18, init_cfg=dict(
+            type='Pretrained', checkpoint=URL))``, initialised by
+            :meth:`init_weights`.  Frozen either way: no gradient, no
+            optimizer state.
         embed_channels (int, optional): width of the encoder's last output,
             needed for an external encoder whose width differs from the
-            head's last stage (a learnable linear map then projects it).
+            head's last stage (a learnable linear map then projects it; it
+            gets a zero gradient on steps without refiner losses, so DDP
+            needs no ``find_unused_parameters``).
         momentum (float): EMA momentum for ``encoder='ema'``.  Default 0.999.
         temperature (float): InfoNCE temperature.  Default 0.07.
         loss_weight (float): weight of the contrastive terms.  Default 0.1.
@@ -167,17 +176,46 @@ class MaskRefiner(nn.Module):
         module.eval()
 
     def build(self, backbone: nn.Module, stage_channels: int) -> None:
-        """Create what depends on the model: the EMA copy and the
-        projection to the head's last-stage width."""
+        """Create what depends on the model: the EMA encoder's module (its
+        weights are meaningless until :meth:`sync_encoder` first copies the
+        backbone) and the projection to the head's last-stage width."""
         if self.use_ema:
             self.encoder = copy.deepcopy(backbone)
-            # Its weights are copied from the backbone at the first training
-            # step; fetching the pre-trained checkpoint twice is pointless.
+            # Overwritten by the backbone, as trained by then, at the first
+            # refinement step (after warm-up); fetching the pre-trained
+            # checkpoint for it is pointless.
             self.encoder.init_cfg = None
             self._freeze(self.encoder)
         width = self.embed_channels or stage_channels
         if width != stage_channels:
             self.adapter = nn.Linear(width, stage_channels)
+
+    def init_weights(self) -> None:
+        """Initialise an external encoder from its ``init_cfg`` (e.g. a
+        ``Pretrained`` checkpoint) and freeze it again.
+
+        The segmentor's ``BaseModule.init_weights`` calls this; it does not
+        descend into this plain ``nn.Module`` by itself.  The EMA encoder is
+        left alone: :meth:`sync_encoder` overwrites it.
+        """
+        if self.use_ema:
+            return
+        if hasattr(self.encoder, 'init_weights'):
+            self.encoder.init_weights()
+        self._freeze(self.encoder)
+
+    def zero_term(self) -> Optional[Tensor]:
+        """``0 * sum`` of the refiner's learnable parameters (the adapter),
+        or None when it has none.
+
+        Added to the losses on steps without refinement (warm-up, no
+        qualifying prototype) so that those parameters still get a (zero)
+        gradient: DDP without ``find_unused_parameters`` fails otherwise.
+        """
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            return None
+        return sum(p.sum() for p in params) * 0.0
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -186,8 +224,12 @@ class MaskRefiner(nn.Module):
         return self
 
     def sync_encoder(self, backbone: nn.Module) -> None:
-        """EMA step (first call: copy the backbone, which by then holds its
-        pre-trained weights)."""
+        """EMA step towards ``backbone``.
+
+        The first call (the first refinement step, i.e. the first iteration
+        after the head's warm-up) copies the backbone as trained up to then;
+        later calls apply ``momentum``.  No-op for an external encoder.
+        """
         if not self.use_ema:
             return
         if not bool(self.ema_ready):
@@ -222,6 +264,9 @@ class MaskRefiner(nn.Module):
                                          self.max_pairs)
         zero = logit_map.sum() * 0.0
         if pairs.shape[0] == 0:
+            anchor = self.zero_term()
+            if anchor is not None:
+                zero = zero + anchor
             return dict(loss_refine=zero, loss_cam_size=zero)
         maps = logit_map[pairs[:, 0], pairs[:, 1]][:, None]
         cams = F.interpolate(normalize_cams(maps), size=images.shape[2:],

@@ -1,5 +1,7 @@
+from numbers import Real
 from typing import List, Optional, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from mmengine.structures import PixelData
@@ -17,6 +19,19 @@ from ..utils.crf_config import crf_options, crf_scores
 TEST_CFG_KEYS = ('mode', 'crop_size', 'stride', 'gate', 'gate_threshold',
                  'crf', 'max_pixels')
 DEFAULT_MAX_PIXELS = dict(whole=2048 * 2048, slide=8192 * 8192)
+
+
+def _size_pair(name: str, value) -> Tuple[int, int]:
+    """``(h, w)`` of positive ints from an int or a pair (a slide setting).
+    """
+    pair = (value, value) if isinstance(value, int) else value
+    ok = isinstance(pair, (tuple, list)) and len(pair) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0
+        for v in pair)
+    if not ok:
+        raise ValueError(f'{name} must be a positive int or an (h, w) pair '
+                         f'of positive ints, got {value!r}')
+    return tuple(pair)
 
 
 def present_classes(mask: Tensor, num_classes: int) -> Tensor:
@@ -49,11 +64,14 @@ class LPDEncoderDecoder(EncoderDecoder):
       before gating and CRF, as in the paper.
 
     ``test_cfg`` keys: ``mode`` (``'whole'`` or ``'slide'``), ``crop_size``
-    and ``stride`` (slide), ``gate`` (``'predicted'``, ``'oracle'``,
-    ``'none'``), ``gate_threshold`` (0.5), ``crf`` (None, or a dict with
-    ``backend`` ``'torch'``/``'pydensecrf'`` plus ``DenseCRFParams`` fields
-    and torch-backend options), ``max_pixels`` (largest image accepted,
-    default 2048x2048 for whole and 8192x8192 for slide).
+    and ``stride`` (slide; an int or ``(h, w)``, ``stride <= crop_size``
+    per axis so that the tiles cover every pixel), ``gate``
+    (``'predicted'``, ``'oracle'``, ``'none'``), ``gate_threshold`` (0.5,
+    in ``[0, 1]``), ``crf`` (None, or a dict with ``backend``
+    ``'torch'``/``'pydensecrf'`` plus ``DenseCRFParams`` fields and
+    torch-backend options, ``max_memory_gb`` included), ``max_pixels``
+    (largest image accepted, default 2048x2048 for whole and 8192x8192 for
+    slide).
 
     Training adds, when ``mask_refiner`` is configured (e.g.
     ``dict(type='MaskRefiner', encoder='ema')``), the refiner's contrastive
@@ -83,7 +101,12 @@ class LPDEncoderDecoder(EncoderDecoder):
     def loss(self, inputs: Tensor, data_samples: List[SegDataSample]
              ) -> dict:
         """Head losses (classification, diversity after warm-up) and, when
-        configured, the mask refiner's losses after warm-up."""
+        configured, the mask refiner's losses after warm-up.
+
+        During warm-up the refiner's learnable parameters (its adapter) are
+        folded, times zero, into the first decode loss: the logged values
+        do not change, no refiner loss is logged, and DDP without
+        ``find_unused_parameters`` still sees a gradient for them."""
         x = self.extract_feat(inputs)
         head = self.decode_head
         similarities = head.forward(x)
@@ -95,6 +118,11 @@ class LPDEncoderDecoder(EncoderDecoder):
             losses.update(add_prefix(
                 self.mask_refiner.loss(inputs, logit_map, labels, head,
                                        self.backbone), 'refine'))
+        elif self.mask_refiner is not None:
+            anchor = self.mask_refiner.zero_term()
+            if anchor is not None:
+                key = next(k for k in losses if 'loss' in k)
+                losses[key] = losses[key] + anchor
         if self.with_auxiliary_head:
             losses.update(self._auxiliary_head_forward_train(x, data_samples))
         return losses
@@ -112,6 +140,11 @@ class LPDEncoderDecoder(EncoderDecoder):
         test_cfg.setdefault('gate', 'predicted')
         check_choice('test_cfg.gate', test_cfg.gate, GATE_MODES)
         test_cfg.setdefault('gate_threshold', 0.5)
+        threshold = test_cfg.gate_threshold
+        if (isinstance(threshold, bool) or not isinstance(threshold, Real)
+                or not 0 <= threshold <= 1):
+            raise ValueError('test_cfg.gate_threshold must be a probability '
+                             f'in [0, 1], got {threshold!r}')
         test_cfg.setdefault('crf', None)
         crf_options(test_cfg.crf)  # validates early
         if test_cfg.mode == 'slide':
@@ -119,6 +152,14 @@ class LPDEncoderDecoder(EncoderDecoder):
                 if key not in test_cfg:
                     raise KeyError(f"test_cfg.mode='slide' needs "
                                    f'test_cfg.{key}')
+                test_cfg[key] = _size_pair(f'test_cfg.{key}', test_cfg[key])
+            crop, stride = test_cfg.crop_size, test_cfg.stride
+            if any(s > c for s, c in zip(stride, crop)):
+                raise ValueError(
+                    f'test_cfg.stride={stride} is larger than test_cfg.'
+                    f'crop_size={crop} along an axis: the tiles would leave '
+                    'pixels between them without a prediction. Use a stride '
+                    '<= crop_size per axis (h, w).')
         return test_cfg
 
     @property
@@ -181,7 +222,15 @@ class LPDEncoderDecoder(EncoderDecoder):
 
     def encode_decode(self, inputs: Tensor,
                       batch_img_metas: List[dict]) -> Tensor:
-        """Final scores ``(B, C+1, H, W)``, predicted-label gating."""
+        """Final scores ``(B, C+1, H, W)``, gated as ``test_cfg.gate``
+        says (``'oracle'`` needs the masks, which only :meth:`predict`
+        gets)."""
+        if self.test_cfg.gate == 'oracle':
+            raise ValueError(
+                "test_cfg.gate='oracle' reads the ground-truth mask, but "
+                'encode_decode() receives only images and metainfo; call '
+                'predict() with data samples carrying gt_sem_seg, or use '
+                "gate='predicted' or 'none'")
         raw = self.inference(inputs, batch_img_metas)
         return self._scores(*raw.split(self.num_classes_tissue, dim=1))
 
@@ -240,18 +289,44 @@ class LPDEncoderDecoder(EncoderDecoder):
 
     # ------------------------------------------------------------- geometry
     def restore_geometry(self, maps: Tensor, meta: dict, mode: str) -> Tensor:
-        """Remove padding, undo a flip, resize ``(1, K, H, W)`` to the
-        original image size; returns ``(K, H0, W0)``."""
+        """Remove padding, undo a rotation and a flip, resize
+        ``(1, K, H, W)`` to the original image size; returns
+        ``(K, H0, W0)``.
+
+        ``RandomRotate90`` records in ``rot90_after_flip`` whether a
+        ``RandomFlip`` ran before it; the two are undone in the reverse
+        order (without the key, as in metainfo from elsewhere, the flip is
+        taken to have come first, the order of the shipped pipelines).  An
+        odd ``rot90_k`` swaps the height and width of a non-square image
+        back.
+        """
         height, width = maps.shape[2:]
         left, right, top, bottom = meta.get(
             'img_padding_size', meta.get('padding_size', [0] * 4))
         maps = maps[:, :, top:height - bottom, left:width - right]
+        turns = meta.get('rot90_k', 0)
+        if isinstance(turns, bool) or not isinstance(turns,
+                                                     (int, np.integer)):
+            raise ValueError(f'rot90_k must be an int (quarter turns), got '
+                             f'{turns!r}')
+        flip_dims = ()
         if meta.get('flip', False):
             direction = meta.get('flip_direction')
             if direction not in ('horizontal', 'vertical'):
                 raise ValueError(f'unknown flip_direction {direction!r}')
-            maps = maps.flip(dims=(3, ) if direction == 'horizontal' else
-                             (2, ))
+            flip_dims = (3, ) if direction == 'horizontal' else (2, )
+
+        def unrotate(m):
+            return torch.rot90(m, -int(turns), dims=(2, 3)) if turns % 4 \
+                else m
+
+        def unflip(m):
+            return m.flip(dims=flip_dims) if flip_dims else m
+
+        if meta.get('rot90_after_flip', True):
+            maps = unflip(unrotate(maps))
+        else:
+            maps = unrotate(unflip(maps))
         size = tuple(meta['ori_shape'][:2])
         if tuple(maps.shape[2:]) != size:
             maps = F.interpolate(maps, size=size, mode=mode,
@@ -288,8 +363,9 @@ class LPDEncoderDecoder(EncoderDecoder):
             cams, probs = maps[:num_classes], maps[num_classes:]
             image = None
             if want_image:
-                image = self.restore_geometry(self.denormalized_inputs(inputs[i:i + 1]),
-                                      metas[i], 'bilinear')
+                image = self.restore_geometry(
+                    self.denormalized_inputs(inputs[i:i + 1]), metas[i],
+                    'bilinear')
             gt = sample.gt_sem_seg.data if 'gt_sem_seg' in sample else None
             if self.defer_finalize:
                 sample.set_data(dict(

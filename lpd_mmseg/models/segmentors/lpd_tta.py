@@ -15,7 +15,9 @@ class LPDTTAModel(SegTTAModel):
     flip x brightness 0.9/1.0/1.1) and only then gates, adds the background
     channel and runs the CRF.  mmseg's ``SegTTAModel`` would instead average
     per-pass softmax outputs, so this model asks each pass for its raw CAMs
-    and class probabilities (already flipped back) and finalises once.
+    and class probabilities (flip and ``RandomRotate90`` rotation already
+    undone, see :meth:`LPDEncoderDecoder.restore_geometry`) and finalises
+    once.
     The CRF sees the image of the pass whose brightness factor is closest
     to 1.
     """

@@ -1,6 +1,8 @@
 """Reading ``test_cfg.crf`` and running the chosen CRF backend on one
 image (glue between the segmentor and :mod:`lpd_mmseg.models.crf`)."""
 import dataclasses
+import math
+from numbers import Real
 from typing import Optional, Tuple
 
 import numpy as np
@@ -10,7 +12,11 @@ from torch import Tensor
 from .config_checks import check_choice, reject_unknown_keys
 
 CRF_BACKENDS = ('torch', 'pydensecrf')
-TORCH_OPTIONS = ('truncate', 'downsample', 'chunk_size')
+TORCH_OPTIONS = ('truncate', 'downsample', 'chunk_size', 'max_memory_gb')
+#: Default ``test_cfg.crf.max_memory_gb``: the torch backend refuses images
+#: whose estimated peak memory is larger (at the default settings about
+#: 1.1 Mpx, e.g. 1050x1050).
+DEFAULT_MAX_MEMORY_GB = 4.0
 
 
 def crf_options(cfg) -> Optional[Tuple[str, object, dict]]:
@@ -18,12 +24,14 @@ def crf_options(cfg) -> Optional[Tuple[str, object, dict]]:
 
     ``None`` or ``backend=None`` means no CRF.  Other keys are the fields of
     :class:`~lpd_mmseg.models.crf.DenseCRFParams` (paper defaults) and, for
-    the torch backend, its approximation options.
+    the torch backend, its approximation options and ``max_memory_gb``
+    (largest estimated peak memory, in GiB, before an image is refused;
+    default :data:`DEFAULT_MAX_MEMORY_GB`).
 
     Returns:
         tuple | None: ``(backend, params, torch_options)``.
     """
-    from ..crf import DenseCRFParams, _import_pydensecrf
+    from ..crf import DenseCRFParams, _check_knobs, _import_pydensecrf
     if cfg is None:
         return None
     cfg = dict(cfg)
@@ -40,6 +48,13 @@ def crf_options(cfg) -> Optional[Tuple[str, object, dict]]:
     if options and backend != 'torch':
         raise ValueError(f'test_cfg.crf options {sorted(options)} only apply '
                          "to backend='torch'")
+    _check_knobs(options.get('truncate', 3.0), options.get('downsample', 2),
+                 options.get('chunk_size'))
+    limit = options.get('max_memory_gb', DEFAULT_MAX_MEMORY_GB)
+    if (isinstance(limit, bool) or not isinstance(limit, Real)
+            or not math.isfinite(limit) or limit <= 0):
+        raise ValueError('test_cfg.crf.max_memory_gb must be a finite number '
+                         f'> 0 (GiB), got {limit!r}')
     params = DenseCRFParams(**cfg).validate()
     if backend == 'pydensecrf':
         _import_pydensecrf()  # fail now, with the install hint
@@ -63,6 +78,10 @@ def apply_crf(probs: Tensor, image: Tensor, cfg) -> Tensor:
         return probs
     backend, params, knobs = options
     if backend == 'torch':
+        knobs = dict(knobs)
+        limit = knobs.pop('max_memory_gb', DEFAULT_MAX_MEMORY_GB)
+        check_torch_crf_memory(probs.shape, params, knobs, limit,
+                               probs.device)
         return dense_crf_torch(probs[None], image[None].to(probs.device),
                                params, **knobs)[0]
     rgb = image.detach().round().clamp(0, 255).byte().permute(1, 2, 0)
@@ -70,6 +89,42 @@ def apply_crf(probs: Tensor, image: Tensor, cfg) -> Tensor:
         probs.detach().float().cpu().numpy(),
         np.ascontiguousarray(rgb.cpu().numpy()), params)
     return torch.from_numpy(refined).to(probs.device)
+
+
+def check_torch_crf_memory(shape, params, knobs: dict, limit_gb: float,
+                           device=None) -> None:
+    """Refuse an image the torch CRF would need more than ``limit_gb`` GiB
+    for (estimate of :func:`~lpd_mmseg.models.crf.dense_crf_torch_bytes`),
+    instead of running out of memory part-way.
+
+    Args:
+        shape: ``(C, H, W)`` of the probabilities.
+        params: :class:`~lpd_mmseg.models.crf.DenseCRFParams`.
+        knobs (dict): ``truncate``, ``downsample`` (torch options).
+        limit_gb (float): ``test_cfg.crf.max_memory_gb``.
+        device: where the CRF runs (CUDA filters by row, which needs more).
+
+    Raises:
+        ValueError: the estimate exceeds the limit; says what to change.
+    """
+    from ..crf import dense_crf_torch_bytes
+    channels, height, width = (int(v) for v in shape)
+    truncate = knobs.get('truncate', 3.0)
+    downsample = knobs.get('downsample', 2)
+    by_row = device is not None and torch.device(device).type == 'cuda'
+    needed = dense_crf_torch_bytes(height, width, channels, params,
+                                   truncate=truncate, downsample=downsample,
+                                   by_row=by_row)
+    if needed <= limit_gb * 2**30:
+        return
+    raise ValueError(
+        f"the torch CRF on a {width}x{height} image needs about "
+        f'{needed / 2**30:.1f} GiB (truncate={truncate}, '
+        f'downsample={downsample}), more than test_cfg.crf.max_memory_gb='
+        f"{limit_gb}. Use crf=dict(backend='pydensecrf') (its memory grows "
+        'with the pixels only), a larger downsample (doubling it quarters '
+        'the bilateral weights), no CRF (crf=None / --crf none), or raise '
+        'max_memory_gb if the device has the memory.')
 
 
 def allowed_channels(gate: Tensor, shape) -> Tensor:
