@@ -102,6 +102,31 @@ def test_merge_modes_selectable(images, merge):
     assert out[0].seg_logits.data.shape == (5, 64, 64)
 
 
+@torch.no_grad()
+def test_prob_merge_sets_the_gating_probabilities(images):
+    """Class probabilities are sigmoid(merged last-stage scores) with the
+    merge named by prob_merge (None: the training merge)."""
+    torch.manual_seed(0)
+    head = MODELS.build(tiny_head(num_prototypes=3))
+    head.eval()
+    feats = [torch.randn(2, c, s, s)
+             for c, s in zip((8, 8, 16, 32), (16, 8, 4, 4))]
+    scores = head.stage_logit_maps(head.forward(feats))[-1].mean(dim=(2, 3))
+    scores = scores.reshape(2, 4, 3)
+    expected = dict(
+        mean=scores.mean(dim=2),
+        softmax=(scores.softmax(dim=2) * scores).sum(dim=2),
+        max=scores.amax(dim=2))
+    for merge, want in expected.items():
+        head.prob_merge = merge
+        _, probs = head.predict_cams(feats, (8, 8))
+        assert torch.allclose(probs, torch.sigmoid(want), atol=1e-6), merge
+    assert MODELS.build(tiny_head(prob_merge=None,
+                                  train_merge='max')).prob_merge == 'max'
+    with pytest.raises(ValueError, match='prob_merge'):
+        MODELS.build(tiny_head(prob_merge='median'))
+
+
 def test_correlation_variant_and_no_diversity(images):
     corr = MODELS.build(tiny_segmentor(head=tiny_head(
         loss_diversity=dict(type='CorrelationDiversityLoss',
