@@ -36,9 +36,10 @@ def _list_files(folder: str, suffix: str, suffix_arg: str) -> List[str]:
     """Names of the ``*<suffix>`` files in ``folder``, sorted.
 
     Hidden entries (``.DS_Store``, macOS ``._x.png``) and the pseudo-mask
-    summary file are skipped quietly and other entries (subfolders, ``README.txt``) with a warning.  Files whose
-    suffix differs only in letter case (``x.PNG``) are refused: silently
-    skipping them would drop samples.  ``suffix_arg`` names the argument
+    summary file are skipped quietly, other entries (subfolders,
+    ``README.txt``) with a warning.  Files whose suffix differs only in
+    letter case (``x.PNG``) are refused: silently skipping them would drop
+    samples.  ``suffix_arg`` names the argument
     that sets ``suffix``, for the messages.
     """
     names, wrong_case, other = [], [], []

@@ -66,7 +66,8 @@ import torch.nn.functional as F
 __all__ = [
     'DenseCRFParams', 'dense_crf_pydensecrf', 'dense_crf_torch', 'crf_refine',
     'dense_crf_torch_bytes', 'unary_from_probs', 'UNARY_CLIP',
-    'WEIGHT_BUDGET_BYTES', 'PYDENSECRF_INSTALL_HINT'
+    'WEIGHT_BUDGET_BYTES', 'DEFAULT_TRUNCATE', 'DEFAULT_DOWNSAMPLE',
+    'PYDENSECRF_INSTALL_HINT'
 ]
 
 #: Smallest probability in the unary (as pydensecrf.utils.unary_from_softmax).
@@ -75,6 +76,12 @@ UNARY_CLIP = 1e-5
 #: Memory for the stored bilateral weights that picks the default chunk size
 #: of :func:`dense_crf_torch`.
 WEIGHT_BUDGET_BYTES = 1 << 30
+
+#: Defaults of the torch backend's approximation (``truncate``,
+#: ``downsample``), shared by :func:`dense_crf_torch`, its memory estimate
+#: and the ``test_cfg.crf`` glue.
+DEFAULT_TRUNCATE = 3.0
+DEFAULT_DOWNSAMPLE = 2
 
 PYDENSECRF_INSTALL_HINT = (
     'The pydensecrf backend needs the optional package pydensecrf2 (import '
@@ -580,8 +587,8 @@ def dense_crf_torch_bytes(height: int,
                           num_classes: int,
                           params: DenseCRFParams = DenseCRFParams(),
                           *,
-                          truncate: float = 3.0,
-                          downsample: int = 2,
+                          truncate: float = DEFAULT_TRUNCATE,
+                          downsample: int = DEFAULT_DOWNSAMPLE,
                           by_row: bool = False) -> int:
     """Approximate peak memory of :func:`dense_crf_torch` on one image.
 
@@ -642,8 +649,8 @@ def dense_crf_torch(probs: torch.Tensor,
                     images: torch.Tensor,
                     params: DenseCRFParams = DenseCRFParams(),
                     *,
-                    truncate: float = 3.0,
-                    downsample: int = 2,
+                    truncate: float = DEFAULT_TRUNCATE,
+                    downsample: int = DEFAULT_DOWNSAMPLE,
                     chunk_size: Optional[int] = None) -> torch.Tensor:
     """Batched dense CRF by mean-field inference in plain PyTorch.
 

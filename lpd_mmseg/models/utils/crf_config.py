@@ -31,7 +31,8 @@ def crf_options(cfg) -> Optional[Tuple[str, object, dict]]:
     Returns:
         tuple | None: ``(backend, params, torch_options)``.
     """
-    from ..crf import DenseCRFParams, _check_knobs, _import_pydensecrf
+    from ..crf import (DEFAULT_DOWNSAMPLE, DEFAULT_TRUNCATE, DenseCRFParams,
+                       _check_knobs, _import_pydensecrf)
     if cfg is None:
         return None
     cfg = dict(cfg)
@@ -48,7 +49,8 @@ def crf_options(cfg) -> Optional[Tuple[str, object, dict]]:
     if options and backend != 'torch':
         raise ValueError(f'test_cfg.crf options {sorted(options)} only apply '
                          "to backend='torch'")
-    _check_knobs(options.get('truncate', 3.0), options.get('downsample', 2),
+    _check_knobs(options.get('truncate', DEFAULT_TRUNCATE),
+                 options.get('downsample', DEFAULT_DOWNSAMPLE),
                  options.get('chunk_size'))
     limit = options.get('max_memory_gb', DEFAULT_MAX_MEMORY_GB)
     if (isinstance(limit, bool) or not isinstance(limit, Real)
@@ -107,10 +109,11 @@ def check_torch_crf_memory(shape, params, knobs: dict, limit_gb: float,
     Raises:
         ValueError: the estimate exceeds the limit; says what to change.
     """
-    from ..crf import dense_crf_torch_bytes
+    from ..crf import (DEFAULT_DOWNSAMPLE, DEFAULT_TRUNCATE,
+                       dense_crf_torch_bytes)
     channels, height, width = (int(v) for v in shape)
-    truncate = knobs.get('truncate', 3.0)
-    downsample = knobs.get('downsample', 2)
+    truncate = knobs.get('truncate', DEFAULT_TRUNCATE)
+    downsample = knobs.get('downsample', DEFAULT_DOWNSAMPLE)
     by_row = device is not None and torch.device(device).type == 'cuda'
     needed = dense_crf_torch_bytes(height, width, channels, params,
                                    truncate=truncate, downsample=downsample,
