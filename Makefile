@@ -21,7 +21,7 @@ STAMP := $(VENV)/.lpd_mmseg_installed
 REQS := requirements/runtime.txt requirements/mmcv.txt requirements/tests.txt setup.py
 DEMO_DIR ?= work_dirs/demo
 
-.PHONY: setup demo test crf bench-quality bench-quality-quick bench-speed clean-venv help
+.PHONY: setup demo test lint crf bench-quality bench-quality-quick bench-speed clean-venv help
 
 help:
 	@sed -n '1,16p' Makefile
@@ -57,6 +57,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# ruff: lint and import order (configured in pyproject.toml)
+lint: setup
+	$(PY) -m ruff check .
 
 # Optional: the reference dense CRF (pydensecrf2, built from source, ~80 s).
 crf: setup

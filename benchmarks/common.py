@@ -24,8 +24,8 @@ def environment() -> dict:
         cuda=torch.cuda.get_device_name(0)
         if torch.cuda.is_available() else None)
     try:
-        import mmseg
         import mmengine
+        import mmseg
         info.update(mmseg=mmseg.__version__, mmengine=mmengine.__version__)
     except ImportError:
         pass

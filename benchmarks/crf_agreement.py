@@ -35,8 +35,11 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from lpd_mmseg.models.crf import (DenseCRFParams,  # noqa: E402
-                                  dense_crf_pydensecrf, dense_crf_torch)
+from lpd_mmseg.models.crf import (  # noqa: E402
+    DenseCRFParams,
+    dense_crf_pydensecrf,
+    dense_crf_torch,
+)
 
 # H&E-like colours: tumour, stroma, lymphocytes, necrosis, background.
 PALETTE = ((205, 90, 160), (105, 60, 175), (235, 210, 225), (150, 30, 90),

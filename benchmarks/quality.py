@@ -30,8 +30,14 @@ import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from benchmarks.common import (REPO, RESULTS, command_line,  # noqa: E402
-                               environment, run_python, write_json)
+from benchmarks.common import (  # noqa: E402
+    REPO,
+    RESULTS,
+    command_line,
+    environment,
+    run_python,
+    write_json,
+)
 
 METHODS = ('supervised', 'cam', 'bank', 'lpd-nodiv', 'lpd')
 PROTOCOLS = ('honest', 'honest+crf', 'oracle', 'oracle+crf')
@@ -173,12 +179,16 @@ def evaluate(config, checkpoint, args, crf_cfg):
     from lpd_mmseg.apis import init_segmentor
     from lpd_mmseg.apis.visualization import prototype_coverage
     from lpd_mmseg.evaluation import confusion_matrix
-    from lpd_mmseg.models.decode_heads.lpd_head import (lpd_scores,
-                                                        predicted_class_gate)
-    from lpd_mmseg.models.segmentors.lpd_encoder_decoder import \
-        present_classes
-    from lpd_mmseg.models.utils.crf_config import (allowed_channels,
-                                                   crf_scores, restrict_probs)
+    from lpd_mmseg.models.decode_heads.lpd_head import (
+        lpd_scores,
+        predicted_class_gate,
+    )
+    from lpd_mmseg.models.segmentors.lpd_encoder_decoder import present_classes
+    from lpd_mmseg.models.utils.crf_config import (
+        allowed_channels,
+        crf_scores,
+        restrict_probs,
+    )
 
     model = init_segmentor(config, checkpoint, cfg_options={
         'test_dataloader.dataset.data_root': args.data_root})
@@ -244,8 +254,7 @@ def evaluate(config, checkpoint, args, crf_cfg):
 def coverage_summary(counts):
     if counts is None or counts.shape[1] < 2:
         return None
-    from lpd_mmseg.apis.visualization import (coverage_entropy,
-                                              coverage_shares)
+    from lpd_mmseg.apis.visualization import coverage_entropy, coverage_shares
     shares = coverage_shares(counts)
     entropy = coverage_entropy(shares)
     k = counts.shape[1]

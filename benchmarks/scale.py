@@ -23,9 +23,15 @@ import time
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from benchmarks.common import (REPO, RESULTS, command_line,  # noqa: E402
-                               environment, peak_rss_mb, reset_peak_rss,
-                               write_json)
+from benchmarks.common import (  # noqa: E402
+    REPO,
+    RESULTS,
+    command_line,
+    environment,
+    peak_rss_mb,
+    reset_peak_rss,
+    write_json,
+)
 
 CONFIG = 'configs/lpd/lpd_mit-b1_1x10-18.7k_bcss-wsss-224.py'
 

@@ -31,9 +31,15 @@ import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from benchmarks.common import (REPO, RESULTS, command_line,  # noqa: E402
-                               environment, peak_rss_mb, reset_peak_rss,
-                               write_json)
+from benchmarks.common import (  # noqa: E402
+    REPO,
+    RESULTS,
+    command_line,
+    environment,
+    peak_rss_mb,
+    reset_peak_rss,
+    write_json,
+)
 
 LPD_CONFIG = 'configs/lpd/lpd_mit-b1_1x10-18.7k_bcss-wsss-224.py'
 SEGFORMER_CONFIG = \
@@ -252,8 +258,12 @@ def bench_inference(args):
 
 
 def bench_crf(args):
-    from lpd_mmseg.models.crf import (DenseCRFParams, _import_pydensecrf,
-                                      dense_crf_pydensecrf, dense_crf_torch)
+    from lpd_mmseg.models.crf import (
+        DenseCRFParams,
+        _import_pydensecrf,
+        dense_crf_pydensecrf,
+        dense_crf_torch,
+    )
     gen = torch.Generator().manual_seed(0)
     n, size = 4, args.size
     probs = torch.softmax(torch.randn(n, 5, size // 8, size // 8,

@@ -220,8 +220,11 @@ def test_empty_region_of_labelled_class_is_finite():
 
 
 def test_half_precision_losses():
-    from lpd_mmseg.models.losses import (correlation_diversity,
-                                         jeffreys_diversity, multilabel_bce)
+    from lpd_mmseg.models.losses import (
+        correlation_diversity,
+        jeffreys_diversity,
+        multilabel_bce,
+    )
     sim = (torch.rand(2, 8, 6, 6) * 2 - 1).half().requires_grad_()
     mask = torch.randint(0, 3, (2, 6, 6))
     for fn in (jeffreys_diversity, correlation_diversity):

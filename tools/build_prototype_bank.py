@@ -6,7 +6,8 @@ training (PrototypeBankHook builds it on the fly otherwise).
         configs/baselines/bank_mit-b1_1x10-18.7k_bcss-wsss-224.py \
         --out work_dirs/bank/prototype_bank.pth
     # then train with the hook reading it:
-    python tools/train.py configs/baselines/bank_mit-b1_1x10-18.7k_bcss-wsss-224.py \
+    python tools/train.py \
+        configs/baselines/bank_mit-b1_1x10-18.7k_bcss-wsss-224.py \
         --work-dir work_dirs/bank
 """
 import argparse

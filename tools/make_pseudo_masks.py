@@ -12,16 +12,20 @@ segmentor on them, e.g.
 configs/second_stage/segformer_mit-b1_1x10-18.7k_bcss-wsss-pseudo-224.py.
 All logic lives in :mod:`lpd_mmseg.apis.pseudo_masks`.
 """
-import lpd_mmseg  # noqa: F401  (compat fixes + registration, first)
-
 import argparse
 import sys
 
-from lpd_mmseg.apis.checkpoint import (CheckpointMismatchError,
-                                       UnsafeCheckpointError)
-from lpd_mmseg.apis.pseudo_masks import (CRF_CHOICES, GATE_CHOICES,
-                                         format_pseudo_mask_summary,
-                                         make_pseudo_masks)
+import lpd_mmseg  # noqa: F401  (compat fixes + registration, first)
+from lpd_mmseg.apis.checkpoint import (
+    CheckpointMismatchError,
+    UnsafeCheckpointError,
+)
+from lpd_mmseg.apis.pseudo_masks import (
+    CRF_CHOICES,
+    GATE_CHOICES,
+    format_pseudo_mask_summary,
+    make_pseudo_masks,
+)
 from lpd_mmseg.datasets import LabelParseError
 
 #: Errors caused by the arguments or the files: reported in one line.

@@ -64,8 +64,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     # Imported after parsing so that --help answers at once.
-    from lpd_mmseg.datasets.synthetic import (format_summary,
-                                              generate_synthetic_bcss)
+    from lpd_mmseg.datasets.synthetic import (
+        format_summary,
+        generate_synthetic_bcss,
+    )
     try:
         manifest = generate_synthetic_bcss(
             args.out,

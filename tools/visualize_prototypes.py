@@ -12,19 +12,23 @@ OUT/prototype_coverage.png and OUT/prototype_coverage.json; existing
 outputs of these names are only replaced with --overwrite.
 All logic lives in :mod:`lpd_mmseg.apis.visualization`.
 """
-import lpd_mmseg  # noqa: F401  (compat fixes + registration, first)
-
 import argparse
 import os.path as osp
 import sys
 
-from lpd_mmseg.apis.checkpoint import (CheckpointMismatchError,
-                                       UnsafeCheckpointError)
-from lpd_mmseg.apis.visualization import (COVERAGE_JSON, check_masks_exist,
-                                          check_output_folder,
-                                          expand_image_inputs,
-                                          format_coverage,
-                                          visualize_prototypes)
+import lpd_mmseg  # noqa: F401  (compat fixes + registration, first)
+from lpd_mmseg.apis.checkpoint import (
+    CheckpointMismatchError,
+    UnsafeCheckpointError,
+)
+from lpd_mmseg.apis.visualization import (
+    COVERAGE_JSON,
+    check_masks_exist,
+    check_output_folder,
+    expand_image_inputs,
+    format_coverage,
+    visualize_prototypes,
+)
 
 #: Errors caused by the arguments or the files: reported in one line.
 USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError,

@@ -1,5 +1,9 @@
-from .checkpoint import (CheckpointMismatchError, UnsafeCheckpointError,
-                         check_checkpoint_matches, safe_load_checkpoint)
+from .checkpoint import (
+                         CheckpointMismatchError,
+                         UnsafeCheckpointError,
+                         check_checkpoint_matches,
+                         safe_load_checkpoint,
+)
 from .inference import init_segmentor, predict, prepare_batch, prototype_maps
 from .pseudo_masks import generate_pseudo_masks, make_pseudo_masks
 from .visualization import prototype_coverage, visualize_prototypes

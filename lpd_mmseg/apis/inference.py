@@ -8,8 +8,11 @@ from mmengine.config import Config
 from mmengine.dataset import Compose, pseudo_collate
 from torch import Tensor
 
-from .checkpoint import (_state_dict_of, check_checkpoint_matches,
-                         safe_load_checkpoint)
+from .checkpoint import (
+    _state_dict_of,
+    check_checkpoint_matches,
+    safe_load_checkpoint,
+)
 
 ImageInput = Union[str, np.ndarray]
 

@@ -1427,7 +1427,8 @@ def _prepare_out_dir(out_dir: str, params: dict,
             f'only {", ".join(OWNED_ENTRIES)} inside it.  Or choose another '
             'folder.')
     if manifest is None:
-        foreign = [e for e in OWNED_ENTRIES if osp.lexists(osp.join(out_dir, e))]
+        foreign = [e for e in OWNED_ENTRIES
+                   if osp.lexists(osp.join(out_dir, e))]
         if foreign:
             # Possibly a real data set: never delete what we did not write.
             raise FileExistsError(

@@ -8,13 +8,16 @@ import torch
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger, print_log
 from mmengine.structures import BaseDataElement
+from mmseg.registry import METRICS
 from PIL import Image
 from prettytable import PrettyTable
 
-from mmseg.registry import METRICS
-
-from .confusion import (check_background_protocol, check_positive_int,
-                        confusion_matrix, tissue_metrics)
+from .confusion import (
+    check_background_protocol,
+    check_positive_int,
+    confusion_matrix,
+    tissue_metrics,
+)
 
 PROTOCOL_SOURCES = dict(count='TPRO/PBIP/LPD', ignore='WSSS-Tissue/MLPS')
 

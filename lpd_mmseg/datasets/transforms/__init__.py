@@ -1,6 +1,12 @@
 from .formatting import PackWeakSegInputs
-from .histology import (FixedBrightness, HEDJitter, RandomRotate90,
-                        hed_jitter, hed_to_rgb, rgb_to_hed)
+from .histology import (
+                        FixedBrightness,
+                        HEDJitter,
+                        RandomRotate90,
+                        hed_jitter,
+                        hed_to_rgb,
+                        rgb_to_hed,
+)
 from .loading import LoadHistoAnnotations
 
 __all__ = [

@@ -10,12 +10,21 @@ from mmseg.registry import MODELS
 from torch import Tensor
 
 from ..losses.utils import check_positive_int
-from ..utils.config_checks import (check_choice, check_per_stage,
-                                   reject_unknown_keys)
-from ..utils.prototype_ops import (add_background, cosine_similarity_maps,
-                                   fuse_stage_cams, gate_cams,
-                                   global_average_pool, merge_prototypes,
-                                   normalize_cams, region_mask_from_cams)
+from ..utils.config_checks import (
+    check_choice,
+    check_per_stage,
+    reject_unknown_keys,
+)
+from ..utils.prototype_ops import (
+    add_background,
+    cosine_similarity_maps,
+    fuse_stage_cams,
+    gate_cams,
+    global_average_pool,
+    merge_prototypes,
+    normalize_cams,
+    region_mask_from_cams,
+)
 
 PROTOTYPE_MODES = ('learnable', 'frozen_bank')
 GATE_MODES = ('predicted', 'oracle', 'none')
@@ -270,7 +279,8 @@ class LPDHead(BaseDecodeHead):
         else:
             for i, c in enumerate(in_channels):
                 self.register_buffer(f'bank_{i}', torch.zeros(num_protos, c))
-            self.register_buffer('bank_ready', torch.zeros((), dtype=torch.bool))
+            self.register_buffer('bank_ready',
+                                 torch.zeros((), dtype=torch.bool))
         log_scale = torch.full((num_stages, ), math.log(logit_scale_init))
         if learn_logit_scale:
             self.log_logit_scale = nn.Parameter(log_scale)

@@ -1,5 +1,9 @@
-from .diversity_loss import (CorrelationDiversityLoss, JeffreysDiversityLoss,
-                             correlation_diversity, jeffreys_diversity)
+from .diversity_loss import (
+                             CorrelationDiversityLoss,
+                             JeffreysDiversityLoss,
+                             correlation_diversity,
+                             jeffreys_diversity,
+)
 from .multilabel_loss import MultiLabelBCELoss, multilabel_bce
 
 __all__ = [

@@ -5,14 +5,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from mmengine.structures import PixelData
-from mmseg.utils import add_prefix
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
+from mmseg.utils import add_prefix
 from torch import Tensor
 
-from ..decode_heads.lpd_head import (GATE_MODES, LPDHead, lpd_scores,
-                                     predicted_class_gate)
+from ..decode_heads.lpd_head import (
+    GATE_MODES,
+    LPDHead,
+    lpd_scores,
+    predicted_class_gate,
+)
 from ..utils.config_checks import check_choice, reject_unknown_keys
 from ..utils.crf_config import crf_options, crf_scores
 

@@ -1,7 +1,14 @@
-from .prototype_ops import (add_background, background_score,
-                            cosine_similarity_maps, fuse_stage_cams,
-                            gate_cams, global_average_pool, merge_prototypes,
-                            normalize_cams, region_mask_from_cams)
+from .prototype_ops import (
+                            add_background,
+                            background_score,
+                            cosine_similarity_maps,
+                            fuse_stage_cams,
+                            gate_cams,
+                            global_average_pool,
+                            merge_prototypes,
+                            normalize_cams,
+                            region_mask_from_cams,
+)
 
 __all__ = [
     'cosine_similarity_maps', 'merge_prototypes', 'global_average_pool',

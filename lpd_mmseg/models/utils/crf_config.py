@@ -31,8 +31,13 @@ def crf_options(cfg) -> Optional[Tuple[str, object, dict]]:
     Returns:
         tuple | None: ``(backend, params, torch_options)``.
     """
-    from ..crf import (DEFAULT_DOWNSAMPLE, DEFAULT_TRUNCATE, DenseCRFParams,
-                       _check_knobs, _import_pydensecrf)
+    from ..crf import (
+        DEFAULT_DOWNSAMPLE,
+        DEFAULT_TRUNCATE,
+        DenseCRFParams,
+        _check_knobs,
+        _import_pydensecrf,
+    )
     if cfg is None:
         return None
     cfg = dict(cfg)
@@ -109,8 +114,11 @@ def check_torch_crf_memory(shape, params, knobs: dict, limit_gb: float,
     Raises:
         ValueError: the estimate exceeds the limit; says what to change.
     """
-    from ..crf import (DEFAULT_DOWNSAMPLE, DEFAULT_TRUNCATE,
-                       dense_crf_torch_bytes)
+    from ..crf import (
+        DEFAULT_DOWNSAMPLE,
+        DEFAULT_TRUNCATE,
+        dense_crf_torch_bytes,
+    )
     channels, height, width = (int(v) for v in shape)
     truncate = knobs.get('truncate', DEFAULT_TRUNCATE)
     downsample = knobs.get('downsample', DEFAULT_DOWNSAMPLE)

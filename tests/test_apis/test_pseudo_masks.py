@@ -14,16 +14,25 @@ import torch
 from PIL import Image
 
 from lpd_mmseg.apis import CheckpointMismatchError
-from lpd_mmseg.apis.pseudo_masks import (META_FILE, class_pixel_counts,
-                                         labelled_argmax, make_pseudo_masks,
-                                         mask_name_for,
-                                         pseudo_mask_dataset_cfg,
-                                         save_palette_mask)
+from lpd_mmseg.apis.pseudo_masks import (
+    META_FILE,
+    class_pixel_counts,
+    labelled_argmax,
+    make_pseudo_masks,
+    mask_name_for,
+    pseudo_mask_dataset_cfg,
+    save_palette_mask,
+)
 from lpd_mmseg.datasets import parse_label_from_name
 
 from helpers import BCSS_PALETTE, make_training
-from tool_fixtures import REPO, STEM, TRAIN_NAMES, load_tool
-from tool_fixtures import tiny_lpd  # noqa: F401 (fixture)
+from tool_fixtures import (
+    REPO,
+    STEM,
+    TRAIN_NAMES,
+    load_tool,
+    tiny_lpd,  # noqa: F401 (fixture)
+)
 
 SECOND_STAGE = osp.join(
     REPO, 'configs', 'second_stage',

@@ -3,11 +3,17 @@ import math
 import pytest
 import torch
 
-from lpd_mmseg.models.utils import (add_background, background_score,
-                                    cosine_similarity_maps, fuse_stage_cams,
-                                    gate_cams, global_average_pool,
-                                    merge_prototypes, normalize_cams,
-                                    region_mask_from_cams)
+from lpd_mmseg.models.utils import (
+    add_background,
+    background_score,
+    cosine_similarity_maps,
+    fuse_stage_cams,
+    gate_cams,
+    global_average_pool,
+    merge_prototypes,
+    normalize_cams,
+    region_mask_from_cams,
+)
 
 
 def test_cosine_similarity_hand_values():

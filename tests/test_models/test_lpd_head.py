@@ -313,8 +313,10 @@ def test_mask_refiner_adapter_always_gets_gradient(images, case):
 
 
 def test_refiner_selection_and_contrastive_math():
-    from lpd_mmseg.models.refiners import (contrastive_terms,
-                                           select_firing_prototypes)
+    from lpd_mmseg.models.refiners import (
+        contrastive_terms,
+        select_firing_prototypes,
+    )
     # C=2, k=2.  Image 0 labelled class 0: prototype 1 beats the class mean.
     scores = torch.tensor([[1.0, 3.0, 5.0, 9.0]])
     class_scores = torch.tensor([[2.0, 7.0]])

@@ -12,16 +12,23 @@ import pytest
 import torch
 from PIL import Image
 
-from lpd_mmseg.apis.visualization import (COVERAGE_FIGURE, COVERAGE_JSON,
-                                          coverage_entropy, coverage_report,
-                                          coverage_shares,
-                                          draw_prototype_panel,
-                                          image_prototype_maps,
-                                          prototype_coverage,
-                                          visualize_prototypes)
+from lpd_mmseg.apis.visualization import (
+    COVERAGE_FIGURE,
+    COVERAGE_JSON,
+    coverage_entropy,
+    coverage_report,
+    coverage_shares,
+    draw_prototype_panel,
+    image_prototype_maps,
+    prototype_coverage,
+    visualize_prototypes,
+)
 
-from tool_fixtures import STEM, load_tool
-from tool_fixtures import tiny_lpd  # noqa: F401 (fixture)
+from tool_fixtures import (
+    STEM,
+    load_tool,
+    tiny_lpd,  # noqa: F401 (fixture)
+)
 
 
 def run_tool(argv):

@@ -7,9 +7,14 @@ import pytest
 import torch
 from mmseg.registry import DATASETS
 
-from lpd_mmseg.datasets import (DataLoadError, LabelParseError,
-                                label_from_mask, parse_label_from_name)
+from lpd_mmseg.datasets import (
+    DataLoadError,
+    LabelParseError,
+    label_from_mask,
+    parse_label_from_name,
+)
 
+from conftest import REPO
 from helpers import make_split, make_training, write_mask, write_rgb
 
 BCSS_NAMES = [
@@ -296,7 +301,7 @@ def test_both_training_and_train_folders_are_refused(tmp_path):
 @pytest.mark.parametrize('name', ['bcss_wsss', 'luad_histoseg'])
 def test_base_config_eval_datasets_are_in_test_mode(tmp_path, name):
     from mmengine.config import Config
-    repo = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    repo = REPO
     cfg = Config.fromfile(
         osp.join(repo, 'configs', '_base_', 'datasets', name + '.py'))
     assert cfg.train_dataloader.dataset.get('test_mode', False) is False

@@ -4,8 +4,11 @@ import pytest
 import torch
 from mmseg.registry import MODELS
 
-from lpd_mmseg.models.losses import (correlation_diversity,
-                                     jeffreys_diversity, multilabel_bce)
+from lpd_mmseg.models.losses import (
+    correlation_diversity,
+    jeffreys_diversity,
+    multilabel_bce,
+)
 from lpd_mmseg.models.utils import cosine_similarity_maps
 
 # Two prototypes, region of two pixels, logits [1, 0] and [0, 1]:

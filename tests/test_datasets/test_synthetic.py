@@ -8,18 +8,25 @@ import sys
 
 import numpy as np
 import pytest
+from mmseg.registry import DATASETS
 from PIL import Image
 
 import lpd_mmseg  # noqa: F401  (registers BCSSWSSSDataset)
 from lpd_mmseg.datasets import label_from_mask, parse_label_from_name
-from lpd_mmseg.datasets.synthetic import (CLASS_NAMES, MANIFEST_NAME,
-                                          MORPHOLOGIES, PALETTE,
-                                          generate_synthetic_bcss,
-                                          min_class_pixels, render_patch,
-                                          render_sample, slide_style)
-from mmseg.registry import DATASETS
+from lpd_mmseg.datasets.synthetic import (
+    CLASS_NAMES,
+    MANIFEST_NAME,
+    MORPHOLOGIES,
+    PALETTE,
+    generate_synthetic_bcss,
+    min_class_pixels,
+    render_patch,
+    render_sample,
+    slide_style,
+)
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from conftest import REPO
+
 TOOL = osp.join(REPO, 'tools', 'make_synthetic_bcss.py')
 SMALL = dict(seed=0, num_train=12, num_val=4, num_test=4, size=64,
              with_train_masks=True, progress=False)

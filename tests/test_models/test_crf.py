@@ -7,8 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lpd_mmseg.models.crf import (DenseCRFParams, crf_refine,
-                                  dense_crf_pydensecrf, dense_crf_torch)
+from lpd_mmseg.models.crf import (
+    DenseCRFParams,
+    crf_refine,
+    dense_crf_pydensecrf,
+    dense_crf_torch,
+)
 
 try:
     import pydensecrf.densecrf  # noqa: F401
@@ -344,8 +348,10 @@ def test_memory_estimate_counts_the_bilateral_weights():
 
 def test_crf_config_refuses_images_over_the_memory_limit():
     from lpd_mmseg.models.crf import dense_crf_torch_bytes
-    from lpd_mmseg.models.utils.crf_config import (DEFAULT_MAX_MEMORY_GB,
-                                                   crf_scores)
+    from lpd_mmseg.models.utils.crf_config import (
+        DEFAULT_MAX_MEMORY_GB,
+        crf_scores,
+    )
     gen = torch.Generator().manual_seed(0)
     scores = torch.rand(5, 48, 40, generator=gen)
     image = torch.rand(3, 48, 40, generator=gen) * 255

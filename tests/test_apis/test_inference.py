@@ -45,7 +45,8 @@ def test_prediction_fields_and_ranges(images):
     for sample in out:
         assert sample.seg_logits.data.shape == (5, 64, 64)
         pred = sample.pred_sem_seg.data
-        assert pred.shape == (1, 64, 64) and pred.min() >= 0 and pred.max() <= 4
+        assert pred.shape == (1, 64, 64)
+        assert pred.min() >= 0 and pred.max() <= 4
         scores = sample.seg_logits.data
         assert scores.min() >= 0 and scores.max() <= 1 + 1e-6
 
@@ -318,8 +319,9 @@ def test_tta_passes_agree_after_flip_and_rotation_are_undone(monkeypatch):
 def test_api_handles_grey_and_odd_sized_images(tiny_trained):
     import numpy as np
 
-    from conftest import TINY_CONFIG
     from lpd_mmseg.apis import init_segmentor, predict
+
+    from conftest import TINY_CONFIG
     _, checkpoint = tiny_trained
     model = init_segmentor(TINY_CONFIG, checkpoint)
     rng = np.random.default_rng(0)
@@ -334,8 +336,7 @@ def test_api_handles_grey_and_odd_sized_images(tiny_trained):
 
 
 def test_gated_out_classes_stay_out_through_the_crf():
-    from lpd_mmseg.models.utils.crf_config import (allowed_channels,
-                                                   crf_scores)
+    from lpd_mmseg.models.utils.crf_config import allowed_channels, crf_scores
     torch.manual_seed(0)
     # class 1 scores 0 (gated out); a softmax alone would still give it a
     # share comparable to the others because all scores lie in [0, 1]

@@ -206,8 +206,9 @@ def test_mask_values_are_checked_before_label_map(tmp_path):
     (True, None), (False, {0: 2, 2: 0}), (True, {1: 255, 3: 0})])
 def test_remapping_matches_mmseg(tmp_path, reduce_zero_label, label_map):
     """reduce_zero_label / label_map give what mmseg's loader gives."""
-    from helpers import write_mask
     from mmseg.datasets.transforms import LoadAnnotations
+
+    from helpers import write_mask
     mask = np.array([[0, 1, 2], [3, 4, 255]], np.uint8)
     write_mask(tmp_path / 'm.png', mask)
 

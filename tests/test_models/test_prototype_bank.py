@@ -3,8 +3,9 @@ import os.path as osp
 import pytest
 import torch
 
-from conftest import REPO, data_root_options, run_tool
 from lpd_mmseg.models.prototype_bank import spherical_kmeans
+
+from conftest import REPO, data_root_options, run_tool
 
 BANK_CONFIG = osp.join(REPO, 'tests', 'configs', 'bank_tiny.py')
 
@@ -84,6 +85,7 @@ def test_too_few_single_label_images_is_clear(bank_data):
     from mmseg.registry import DATASETS, MODELS
 
     from lpd_mmseg.models.prototype_bank import build_prototype_bank
+
     from model_cfgs import tiny_head, tiny_segmentor
     model = MODELS.build(tiny_segmentor(head=tiny_head(
         num_prototypes=5, prototype_mode='frozen_bank',
@@ -92,6 +94,7 @@ def test_too_few_single_label_images_is_clear(bank_data):
         type='BCSSWSSSDataset', data_root=bank_data, split='train',
         pipeline=[dict(type='LoadImageFromFile'),
                   dict(type='PackWeakSegInputs')]))
-    with pytest.raises(ValueError, match=r'at least k=5 .*too few for: \w+ \(\d+\)'):
+    with pytest.raises(ValueError,
+                       match=r'at least k=5 .*too few for: \w+ \(\d+\)'):
         build_prototype_bank(model, dataset, progress=False,
                              class_names=['TUM', 'STR', 'LYM', 'NEC'])

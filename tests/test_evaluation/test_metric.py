@@ -8,13 +8,16 @@ import numpy as np
 import pytest
 import torch
 from mmengine.structures import PixelData
+from mmseg.registry import METRICS
+from mmseg.structures import SegDataSample
 from PIL import Image
 
 import lpd_mmseg  # noqa: F401  (registers TissueIoUMetric)
-from lpd_mmseg.evaluation import (TissueIoUMetric, confusion_matrix,
-                                  tissue_metrics)
-from mmseg.registry import METRICS
-from mmseg.structures import SegDataSample
+from lpd_mmseg.evaluation import (
+    TissueIoUMetric,
+    confusion_matrix,
+    tissue_metrics,
+)
 
 # Two tissue classes (0, 1) and background (2).
 GT = np.array([[0, 0, 0, 1],
