@@ -2,7 +2,7 @@
 
 The histopathology literature scores weakly supervised tissue segmentation
 from one confusion matrix accumulated over a whole split, and disagrees on
-what to do with ground-truth background (see ``docs/DATASETS.md``):
+what to do with ground-truth background (see ``docs/datasets.md``):
 
 * ``'ignore'`` (WSSS-Tissue, MLPS): background pixels of the mask are left
   out altogether;

@@ -45,7 +45,7 @@ class TissueIoUMetric(BaseMetric):
 
     One confusion matrix is accumulated over the split (not a mean of
     per-image scores) and scored with :func:`tissue_metrics` under one of the
-    two background protocols of the literature (``docs/DATASETS.md``):
+    two background protocols of the literature (``docs/datasets.md``):
 
     * ``'count'`` (TPRO, PBIP, LPD): ground-truth background pixels are
       scored; tissue predicted on them is a false positive of that tissue.

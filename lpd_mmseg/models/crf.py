@@ -1,4 +1,4 @@
-"""Dense CRF refinement of class probability maps (METHOD.md, Inference, 6).
+"""Dense CRF refinement of class probability maps (docs/method.md, Inference).
 
 Two backends solve the same fully connected CRF (Kraehenbuehl & Koltun, 2011)
 with a Potts label compatibility:

@@ -1,5 +1,5 @@
 # BCSS-WSSS: training/ (or train/) with labels in file names; val/ and
-# test/ with img/ + mask/.  See ../shared/docs/DATASETS.md.
+# test/ with img/ + mask/.  See docs/datasets.md.
 dataset_type = 'BCSSWSSSDataset'
 data_root = 'data/BCSS-WSSS'
 
