@@ -149,29 +149,13 @@ def train(args, name, method, seed, extra_opts=()):
 
 
 # ---------------------------------------------------------- evaluation
-def _denormalize(inputs, preprocessor):
-    if getattr(preprocessor, '_enable_normalize', False):
-        inputs = inputs * preprocessor.std + preprocessor.mean
-    return inputs.clamp(0, 255)
-
-
-def _restore(maps, meta):
-    """(1, K, H, W) at network size -> (K, H0, W0)."""
-    import torch.nn.functional as F
-    left, right, top, bottom = meta.get(
-        'img_padding_size', meta.get('padding_size', [0, 0, 0, 0]))
-    height, width = maps.shape[2:]
-    maps = maps[:, :, top:height - bottom, left:width - right]
-    size = tuple(meta['ori_shape'][:2])
-    if tuple(maps.shape[2:]) != size:
-        maps = F.interpolate(maps, size=size, mode='bilinear',
-                             align_corners=False)
-    return maps[0]
-
-
 @torch.no_grad()
 def evaluate(config, checkpoint, args, crf_cfg):
-    """Confusion matrices of the four protocols and prototype coverage."""
+    """Confusion matrices of the four protocols and prototype coverage.
+
+    LPD models go through their one post-processing path
+    (``model.post_processor``), once per gate source, with and without the
+    CRF; the supervised model's own scores are gated the same way."""
     from mmengine.dataset import pseudo_collate
     from mmseg.registry import DATASETS
     from torch.utils.data import DataLoader
@@ -179,16 +163,9 @@ def evaluate(config, checkpoint, args, crf_cfg):
     from lpd_mmseg.apis import init_segmentor
     from lpd_mmseg.apis.visualization import prototype_coverage
     from lpd_mmseg.evaluation import confusion_matrix
-    from lpd_mmseg.models.decode_heads.lpd_head import (
-        lpd_scores,
-        predicted_class_gate,
-    )
-    from lpd_mmseg.models.segmentors.lpd_encoder_decoder import present_classes
-    from lpd_mmseg.models.utils.crf_config import (
-        allowed_channels,
-        crf_scores,
-        restrict_probs,
-    )
+    from lpd_mmseg.models.gating import gated_argmax, present_classes
+    from lpd_mmseg.models.postprocess import build_crf
+    from lpd_mmseg.models.utils.geometry import denormalize, restore_geometry
 
     model = init_segmentor(config, checkpoint, cfg_options={
         'test_dataloader.dataset.data_root': args.data_root})
@@ -196,58 +173,57 @@ def evaluate(config, checkpoint, args, crf_cfg):
     dataset = DATASETS.build(ds_cfg)
     loader = DataLoader(dataset, batch_size=8, collate_fn=pseudo_collate,
                         num_workers=0)
-    is_lpd = hasattr(model.decode_head, 'num_prototypes')
+    is_lpd = hasattr(model, 'post_processor')
+    crf = build_crf(crf_cfg)
     num_classes = 4
     confs = {p: np.zeros((5, 5), np.int64) for p in PROTOCOLS}
     coverage = None
     if is_lpd:
         k = model.decode_head.num_prototypes
         coverage = torch.zeros(num_classes, k, dtype=torch.long)
+        plain = model.post_processor.replace(crf=None)
+        refine = model.post_processor.replace(crf=crf)
+    gate_sources = dict(honest='predicted', oracle='oracle')
     for batch in loader:
         data = model.data_preprocessor(batch, False)
         inputs, samples = data['inputs'], data['data_samples']
+        metas = [s.metainfo for s in samples]
         if is_lpd:
-            feats = model.extract_feat(inputs)
-            cams, probs = model.decode_head.predict_cams(
-                feats, inputs.shape[2:])
-            sims = model.decode_head.forward(feats)[-1]
+            restored = model.restore_result(model.inference(inputs, metas),
+                                            samples, inputs)
+            sims = model.decode_head.forward(model.extract_feat(inputs))[-1]
         else:
-            logits = model.inference(inputs, [s.metainfo for s in samples])
-        images = _denormalize(inputs, model.data_preprocessor)
+            logits = model.inference(inputs, metas)
+            images = denormalize(inputs, model.data_preprocessor)
         for i, sample in enumerate(samples):
-            meta = sample.metainfo
             gt = sample.gt_sem_seg.data[0]
-            image = _restore(images[i:i + 1], meta)
-            gates = dict(oracle=present_classes(gt, num_classes))
+            for name, source in gate_sources.items():
+                if is_lpd:
+                    maps = restored[i]
+                    args_i = (maps.cams[None], maps.class_probs[None],
+                              source, maps.image[None], [gt])
+                    masks = (plain(*args_i)[1][0], refine(*args_i)[1][0])
+                else:
+                    # the supervised model predicts every class; 'honest'
+                    # is its own output, 'oracle' restricts it to the
+                    # mask's classes
+                    full = restore_geometry(logits[i:i + 1], metas[i],
+                                            'bilinear')
+                    image = restore_geometry(images[i:i + 1], metas[i],
+                                             'bilinear')
+                    gate = present_classes(gt, num_classes) \
+                        if source == 'oracle' else None
+                    refined = crf(full, image, gate)
+                    gate = None if gate is None else gate[None]
+                    masks = (gated_argmax(full[None], gate)[0],
+                             gated_argmax(refined[None], gate)[0])
+                confs[name] += confusion_matrix(masks[0], gt, 5)
+                confs[name + '+crf'] += confusion_matrix(masks[1], gt, 5)
             if is_lpd:
-                maps = _restore(torch.cat(
-                    [cams[i:i + 1],
-                     probs[i:i + 1, :, None, None].expand_as(cams[i:i + 1])],
-                    1), meta)
-                cam_i, prob_i = maps[:num_classes], maps[num_classes:]
-                gates['honest'] = predicted_class_gate(prob_i[None], 0.5)[0]
-                alpha = model.decode_head.background_alpha
-                scores = {g: lpd_scores(cam_i[None], gate[None], alpha)[0]
-                          for g, gate in gates.items()}
                 sim_i = torch.nn.functional.interpolate(
                     sims[i:i + 1], size=gt.shape, mode='bilinear',
                     align_corners=False)[0]
                 coverage += prototype_coverage(sim_i, gt, num_classes, k)
-            else:
-                # the supervised model predicts every class; 'honest' is its
-                # own output, 'oracle' restricts it to the mask's classes
-                full = _restore(logits[i:i + 1], meta)
-                gates['honest'] = None
-                scores = {g: full for g in gates}
-            for name, gate in gates.items():
-                allowed = None if gate is None else allowed_channels(
-                    gate, scores[name].shape)
-                plain = restrict_probs(torch.softmax(scores[name], 0),
-                                       allowed).argmax(0)
-                refined = crf_scores(scores[name], image, crf_cfg,
-                                     gate).argmax(0)
-                confs[name] += confusion_matrix(plain, gt, 5)
-                confs[name + '+crf'] += confusion_matrix(refined, gt, 5)
     return confs, coverage
 
 

@@ -214,8 +214,13 @@ def test_empty_region_of_labelled_class_is_finite():
     loss.backward()
     assert torch.isfinite(sims[-1].grad).all()
     MessageHub.get_current_instance().update_info('iter', 10**6)
+    samples = []
+    for row in labels:
+        sample = SegDataSample()
+        sample.gt_image_label = row
+        samples.append(sample)
     losses = head.loss_by_feat([s.detach().requires_grad_() for s in sims],
-                               labels)
+                               samples)
     assert all(torch.isfinite(v) for v in losses.values())
 
 

@@ -60,11 +60,13 @@ def build_test_parser() -> argparse.ArgumentParser:
     parser.add_argument('--tta', action='store_true',
                         help="test-time augmentation (the config's "
                         'tta_pipeline: flip x brightness for LPD)')
+    from ..models.gating import GATE_SOURCES
     parser.add_argument(
-        '--gate', choices=['predicted', 'oracle', 'none'],
+        '--gate', choices=GATE_SOURCES,
         help="class gating: 'predicted' (the model's own class "
         "probabilities, honest), 'oracle' (classes of the ground-truth mask, "
-        "as in published tables) or 'none'")
+        "as in published tables), 'labels' (the image-level labels, e.g. "
+        "of training patches) or 'none'")
     parser.add_argument('--crf', choices=['torch', 'pydensecrf'],
                         help='dense CRF post-processing backend')
     parser.add_argument(

@@ -6,12 +6,13 @@ the patch, so that any fully supervised MMSegmentation model can be trained
 on ``training/`` + the pseudo-mask folder afterwards (the classic two-stage
 WSSS recipe; see ``configs/second_stage/``).
 
-The masks come from the paper's inference rule on whole-image CAMs: fused
-CAMs, class gating, background channel ``(1 - max) ** alpha``, optional
-dense CRF, argmax.  By default the classes are gated by the image-level
-label in each file name (these labels are known for the training split,
-so using them is not an oracle here): a pseudo-mask then never holds a
-tissue class that the label rules out, even after the CRF.
+The masks come from the model's one post-processing path
+(:class:`~lpd_mmseg.models.postprocess.LPDPostProcessor`): fused CAMs,
+class gating, background channel ``(1 - max) ** alpha``, optional dense
+CRF, argmax over the allowed classes.  By default the classes are gated
+by the image-level label in each file name (these labels are known for the
+training split, so using them is not an oracle here): a pseudo-mask then
+never holds a tissue class that the label rules out, even after the CRF.
 
 Entry points: :func:`make_pseudo_masks` (config + checkpoint paths, what
 ``tools/make_pseudo_masks.py`` calls) and :func:`generate_pseudo_masks` (an
@@ -30,9 +31,12 @@ from mmengine.config import Config
 from torch import Tensor
 
 from ..datasets.weak_label_dataset import PSEUDO_MASK_META_FILE
+from ..models.gating import check_gate_source
 from .outputs import refuse_to_overwrite
 
-GATE_CHOICES = ('labels', 'predicted')
+#: Gate sources a pseudo-mask run accepts (``'oracle'`` is left out: the
+#: training patches have no masks).
+GATE_CHOICES = ('labels', 'predicted', 'none')
 CRF_CHOICES = ('none', 'torch', 'pydensecrf')
 META_FILE = PSEUDO_MASK_META_FILE
 MASK_SUFFIX = '.png'
@@ -45,12 +49,8 @@ _WRAPPERS = ('RepeatDataset', 'ClassBalancedDataset')
 
 # ------------------------------------------------------------ pure helpers
 def labelled_argmax(seg_logits: Tensor, gate: Tensor) -> Tensor:
-    """Argmax over the allowed channels only.
-
-    Channels ``0..C-1`` are tissue classes and are allowed where ``gate`` is
-    non-zero; channel ``C`` (background) is always allowed.  This makes the
-    label constraint hold even after a CRF, which can move probability onto
-    channels that the gating had set to zero.
+    """Argmax over the gated-in tissue channels and background, for one
+    image (:func:`~lpd_mmseg.models.gating.gated_argmax`).
 
     Args:
         seg_logits (Tensor): ``(C + 1, H, W)`` scores (any monotone scale).
@@ -59,16 +59,9 @@ def labelled_argmax(seg_logits: Tensor, gate: Tensor) -> Tensor:
     Returns:
         Tensor: ``(H, W)`` int64 mask with values in ``0..C``.
     """
-    num_classes = seg_logits.shape[0] - 1
-    if gate.numel() != num_classes:
-        raise ValueError(f'gate has {gate.numel()} entries but seg_logits '
-                         f'has {num_classes} tissue channels (+ background)')
-    allowed = torch.ones(num_classes + 1, dtype=torch.bool,
-                         device=seg_logits.device)
-    allowed[:num_classes] = gate.reshape(-1).to(seg_logits.device) > 0
-    masked = seg_logits.float().masked_fill(~allowed[:, None, None],
-                                            float('-inf'))
-    return masked.argmax(dim=0)
+    from ..models.gating import gated_argmax
+    gate = gate.reshape(1, -1).to(seg_logits.device)
+    return gated_argmax(seg_logits[None], gate)[0]
 
 
 def class_pixel_counts(mask: np.ndarray, num_values: int) -> np.ndarray:
@@ -225,7 +218,7 @@ def _foreign_pngs(out_dir: str, mask_paths: Sequence[str]) -> List[str]:
 def _check_model(model, dataset) -> Tuple[int, List[str], list]:
     """Class count, class names and palette; refuses non-LPD models and
     class-count mismatches."""
-    for attr in ('finalize', 'class_probabilities', 'restore_geometry'):
+    for attr in ('post_processor', 'inference', 'restore_result'):
         if not hasattr(model, attr):
             raise TypeError(
                 'pseudo-masks need an LPD segmentor (LPDEncoderDecoder, '
@@ -251,10 +244,10 @@ def _check_model(model, dataset) -> Tuple[int, List[str], list]:
         [list(map(int, c)) for c in palette[:num_classes + 1]]
 
 
-def _crf_setting(model, crf: Optional[str]):
-    """New ``test_cfg.crf`` for a ``--crf`` choice (None keeps the
-    config's)."""
-    from ..models.utils.crf_config import crf_options
+def _post_processor(model, crf: Optional[str]):
+    """The model's post-processor, with the CRF a ``--crf`` choice asks
+    for (None keeps the config's), and the backend's name."""
+    from ..models.postprocess import build_crf
     current = model.test_cfg.get('crf')
     if crf is None:
         new = current
@@ -266,44 +259,30 @@ def _crf_setting(model, crf: Optional[str]):
     else:
         new = dict(current or {})
         new['backend'] = crf
-    options = crf_options(new)  # validates; fails early without pydensecrf
-    return new, (options[0] if options else 'none')
+    post = model.post_processor
+    if crf is not None:  # fails early, e.g. without pydensecrf
+        post = post.replace(crf=build_crf(new))
+    backend = (new or {}).get('backend') if post.crf is not None else None
+    return post, backend or 'none'
 
 
-def _sample_mask(model, cams: Tensor, probs: Tensor, inputs: Tensor,
-                 sample, gate_mode: str, num_classes: int) -> np.ndarray:
-    """Pseudo-mask ``(H0, W0)`` of one sample of a preprocessed batch.
-
-    Args:
-        cams (Tensor): ``(1, C, H, W)`` fused CAMs of the padded input.
-        probs (Tensor): ``(1, C)`` class probabilities.
-        inputs (Tensor): ``(1, 3, H, W)`` normalised input.
-    """
-    from ..models.decode_heads.lpd_head import predicted_class_gate
-    meta = sample.metainfo
-    source = meta.get('img_path')
-    if gate_mode == 'labels':
-        if 'gt_image_label' not in sample:
-            raise ValueError(
-                f'{source} has no image-level label; --gate labels needs the '
-                'weakly labelled training split (labels in the file names). '
-                'Use --gate predicted for other images.')
-        gate = sample.gt_image_label.reshape(-1).to(cams)
-        if gate.numel() != num_classes:
-            raise ValueError(f'{source}: label has {gate.numel()} classes, '
-                             f'the model {num_classes}')
-    else:
-        gate = predicted_class_gate(
-            probs, model.test_cfg.get('gate_threshold', 0.5))[0]
-    maps = torch.cat([cams, probs[:, :, None, None].expand_as(cams)], dim=1)
-    maps = model.restore_geometry(maps, meta, 'bilinear')
-    image = None
-    if model.crf_enabled:
-        image = model.restore_geometry(model.denormalized_inputs(inputs),
-                                       meta, 'bilinear')
-    seg_logits = model.finalize(maps[:num_classes], maps[num_classes:], image,
-                                source=source, labels=gate)
-    return labelled_argmax(seg_logits, gate).cpu().numpy()
+def _batch_masks(model, post, inputs: Tensor, samples,
+                 gate: str) -> List[np.ndarray]:
+    """Pseudo-masks ``(H0, W0)`` of a preprocessed batch, through the
+    model's one post-processing path."""
+    raw = model.inference(inputs, [s.metainfo for s in samples])
+    restored = model.restore_result(
+        raw, samples, inputs if post.crf is not None else None)
+    masks = []
+    for sample, maps in zip(samples, restored):
+        label = sample.gt_image_label if 'gt_image_label' in sample \
+            else None
+        image = None if maps.image is None else maps.image[None]
+        _, mask = post(maps.cams[None], maps.class_probs[None], gate, image,
+                       labels=[label], names=[sample.metainfo.get(
+                           'img_path')])
+        masks.append(mask[0].cpu().numpy())
+    return masks
 
 
 # --------------------------------------------------------------- main loop
@@ -334,8 +313,9 @@ def generate_pseudo_masks(model,
             ``PackWeakSegInputs`` (see :func:`build_pseudo_mask_dataset`).
         out_dir (str): output folder (created if missing).
         gate (str): ``'labels'`` (the image-level labels of the file names;
-            default) or ``'predicted'`` (the model's own class
-            probabilities and ``test_cfg.gate_threshold``).
+            default), ``'predicted'`` (the model's own class
+            probabilities and ``test_cfg.gate_threshold``) or ``'none'``
+            (gate sources of :mod:`lpd_mmseg.models.gating`).
         crf (str, optional): ``'none'``, ``'torch'`` or ``'pydensecrf'``;
             None keeps the config's ``test_cfg.crf``.
         batch_size (int): images per forward pass.
@@ -352,8 +332,7 @@ def generate_pseudo_masks(model,
     from mmengine.dataset import pseudo_collate
     from torch.utils.data import DataLoader
 
-    if gate not in GATE_CHOICES:
-        raise ValueError(f'gate must be one of {GATE_CHOICES}, got {gate!r}')
+    check_gate_source('gate', gate, GATE_CHOICES)
     if batch_size < 1 or num_workers < 0:
         raise ValueError(f'batch_size must be >= 1 and num_workers >= 0, got '
                          f'{batch_size} and {num_workers}')
@@ -371,8 +350,7 @@ def generate_pseudo_masks(model,
     check_output_folder(out_dir, [m for _, m in pairs], overwrite)
     os.makedirs(out_dir, exist_ok=True)
 
-    old_crf = model.test_cfg.get('crf')
-    new_crf, crf_backend = _crf_setting(model, crf)
+    post, crf_backend = _post_processor(model, crf)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=pseudo_collate)
     counts = np.zeros(num_classes + 1, dtype=np.int64)
@@ -381,16 +359,12 @@ def generate_pseudo_masks(model,
     bar = _progress_bar(len(dataset), progress)
     was_training = model.training
     model.eval()
-    model.test_cfg['crf'] = new_crf
     try:
         for batch in loader:
             data = model.data_preprocessor(batch, False)
-            inputs, samples = data['inputs'], data['data_samples']
-            cams, probs = model.class_probabilities(inputs)
-            for i, sample in enumerate(samples):
-                mask = _sample_mask(model, cams[i:i + 1], probs[i:i + 1],
-                                    inputs[i:i + 1], sample, gate,
-                                    num_classes)
+            samples = data['data_samples']
+            masks = _batch_masks(model, post, data['inputs'], samples, gate)
+            for sample, mask in zip(samples, masks):
                 img_path, mask_path = pairs[written]
                 if osp.basename(sample.metainfo['img_path']) != \
                         osp.basename(img_path):
@@ -404,7 +378,6 @@ def generate_pseudo_masks(model,
                 if bar is not None:
                     bar.update()
     finally:
-        model.test_cfg['crf'] = old_crf
         model.train(was_training)
     if bar is not None:
         print()
@@ -464,7 +437,7 @@ def make_pseudo_masks(config: Union[str, Config],
         device (str): e.g. ``'cpu'`` or ``'cuda:0'``.
         crf (str, optional): ``'none'``, ``'torch'``, ``'pydensecrf'``;
             None keeps the config's setting.
-        gate (str): ``'labels'`` (default) or ``'predicted'``.
+        gate (str): ``'labels'`` (default), ``'predicted'`` or ``'none'``.
         overwrite (bool): replace existing masks.
         progress (bool): show a progress bar.
 
@@ -477,8 +450,7 @@ def make_pseudo_masks(config: Union[str, Config],
         raise FileNotFoundError(f'config {config}: no such file')
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint {checkpoint}: no such file')
-    if gate not in GATE_CHOICES:
-        raise ValueError(f'gate must be one of {GATE_CHOICES}, got {gate!r}')
+    check_gate_source('gate', gate, GATE_CHOICES)
     cfg = Config.fromfile(config) if isinstance(config, str) else config
     dataset = build_pseudo_mask_dataset(cfg, split, data_root)
     check_output_folder(

@@ -286,7 +286,11 @@ def image_prototype_maps(model, image: ImageInput, stage: int = -1) -> dict:
     similarity = F.interpolate(similarity.float(), size=inputs.shape[2:],
                                mode='bilinear', align_corners=False)
     similarity = model.restore_geometry(similarity, meta, 'bilinear')
-    pred = model.predict(inputs, samples)[0].pred_sem_seg.data[0]
+    # plain images carry no mask or label: an oracle/labels gate falls
+    # back to the model's own prediction
+    gate = 'predicted' if model.post_processor.gate in ('oracle',
+                                                        'labels') else None
+    pred = model.predict(inputs, samples, gate=gate)[0].pred_sem_seg.data[0]
     rgb = _rgb_of(image)
     if tuple(rgb.shape[:2]) != tuple(pred.shape):
         raise RuntimeError(f'prediction {tuple(pred.shape)} and image '
@@ -469,7 +473,8 @@ def visualize_prototypes(model,
     if not images:
         raise ValueError('no images given')
     head = model.decode_head
-    if not hasattr(head, 'num_prototypes') or not hasattr(model, 'finalize'):
+    if not (hasattr(head, 'num_prototypes')
+            and hasattr(model, 'post_processor')):
         raise TypeError('prototype visualisation needs an LPD segmentor '
                         f'(LPDEncoderDecoder), got {type(model).__name__}')
     stage_idx = _stage_index(head, stage)
@@ -493,11 +498,6 @@ def visualize_prototypes(model,
     check_output_folder(out_dir, images, overwrite)
     os.makedirs(out_dir, exist_ok=True)
 
-    # Prediction follows test_cfg.gate, but an oracle gate needs masks that
-    # plain images do not have: fall back to the model's own prediction.
-    old_gate = model.test_cfg.get('gate')
-    if old_gate == 'oracle':
-        model.test_cfg['gate'] = 'predicted'
     bar = None
     if progress:
         from mmengine.utils import ProgressBar
@@ -530,7 +530,6 @@ def visualize_prototypes(model,
             if bar is not None:
                 bar.update()
     finally:
-        model.test_cfg['gate'] = old_gate
         model.train(was_training)
     if bar is not None:
         print()

@@ -83,8 +83,11 @@ def test_labels_override_gate(images):
     model = _model()
     cams = torch.rand(4, 8, 8)
     probs = torch.full((4, 8, 8), 0.9)
-    logits = model.finalize(cams, probs, labels=torch.tensor([0., 1, 0, 0]))
-    assert set(logits.argmax(0).unique().tolist()) <= {1, 4}
+    logits, mask = model.post_processor(
+        cams[None], probs[None], 'labels',
+        labels=[torch.tensor([0., 1, 0, 0])])
+    assert set(logits[0].argmax(0).unique().tolist()) <= {1, 4}
+    assert set(mask.unique().tolist()) <= {1, 4}
 
 
 @torch.no_grad()
@@ -246,19 +249,17 @@ def test_tta_averages_cams_before_finalizing(images):
     from lpd_mmseg.models.segmentors import LPDTTAModel
     model = _model()
     tta = LPDTTAModel(module=model)
-    model.defer_finalize = True
     passes = []
     for factor, flip in ((0.9, False), (1.0, True)):
         samples = _samples(1, 64, flip=flip)
         samples[0].set_metainfo(dict(brightness_factor=factor))
         x = (images[:1] * factor).flip(3) if flip else images[:1] * factor
-        passes.append(model.predict(x, samples)[0])
-    model.defer_finalize = False
+        passes.append(model.predict_raw(x, samples)[0])
     merged = tta.merge_preds([passes])[0]
     cams = (passes[0].lpd_cams.data + passes[1].lpd_cams.data) / 2
     probs = (passes[0].lpd_class_probs.data +
              passes[1].lpd_class_probs.data) / 2
-    expected = model.finalize(cams, probs)
+    expected = model.post_processor(cams[None], probs[None])[0][0]
     assert torch.allclose(merged.seg_logits.data, expected)
     assert torch.equal(merged.pred_sem_seg.data,
                        expected.argmax(0, keepdim=True))
@@ -296,7 +297,6 @@ def test_tta_passes_agree_after_flip_and_rotation_are_undone(monkeypatch):
         (x.flip(3).rot90(3, dims=(2, 3)), dict(flip_h, rot90_k=3)),
         (x.flip(2).rot90(2, dims=(2, 3)), dict(flip_v, rot90_k=2)),
     ]
-    model.defer_finalize = True
     passes = []
     for view, geometry in views:
         shape = tuple(view.shape[2:])
@@ -304,15 +304,16 @@ def test_tta_passes_agree_after_flip_and_rotation_are_undone(monkeypatch):
                     padding_size=[0, 0, 0, 0], flip=False,
                     flip_direction=None, img_path='patch.png')
         meta.update(geometry)
-        passes.append(model.predict(view, [SegDataSample(metainfo=meta)])[0])
-    model.defer_finalize = False
+        passes.append(model.predict_raw(view,
+                                        [SegDataSample(metainfo=meta)])[0])
     plain = passes[0].lpd_cams.data
     assert plain.shape == (num_classes, 48, 64)
     for view_pass, (_, geometry) in zip(passes[1:], views[1:]):
         assert torch.allclose(view_pass.lpd_cams.data, plain, atol=1e-6), \
             geometry
     merged = LPDTTAModel(module=model).merge_preds([passes])[0]
-    expected = model.finalize(plain, passes[0].lpd_class_probs.data)
+    expected = model.post_processor(
+        plain[None], passes[0].lpd_class_probs.data[None])[0][0]
     assert torch.allclose(merged.seg_logits.data, expected, atol=1e-6)
 
 
@@ -358,3 +359,36 @@ def test_gated_out_classes_stay_out_through_the_crf():
     out = crf_scores(scores, image, dict(backend='torch', downsample=4),
                      pixel_gate)
     assert 3 not in out[:, :16].argmax(0).unique().tolist()
+
+
+@torch.no_grad()
+def test_tta_test_step_uses_raw_passes_and_one_post_processing(images):
+    # two identical passes: the merged result must be the plain prediction
+    # (test_step runs the preprocessor and the segmentor's 'raw' mode)
+    from lpd_mmseg.models.segmentors import LPDTTAModel
+    model = _model()
+    image = images[0].round()
+    data = dict(inputs=[[image], [image.clone()]],
+                data_samples=[_samples(1, 64), _samples(1, 64)])
+    merged = LPDTTAModel(module=model).test_step(data)
+    plain = model.test_step(dict(inputs=[image],
+                                 data_samples=_samples(1, 64)))
+    assert len(merged) == 1
+    assert torch.allclose(merged[0].seg_logits.data,
+                          plain[0].seg_logits.data, atol=1e-6)
+    assert torch.equal(merged[0].pred_sem_seg.data,
+                       plain[0].pred_sem_seg.data)
+    assert model.test_cfg.gate == 'predicted'  # nothing was changed
+    with pytest.raises(TypeError, match='dict of per-pass lists'):
+        LPDTTAModel(module=model).test_step([image])
+
+
+@torch.no_grad()
+def test_predict_gate_argument_overrides_test_cfg_for_one_call(images):
+    model = _model(gate='oracle')
+    out = model.predict(images, _samples(2, 64), gate='none')
+    assert out[0].seg_logits.data.shape == (5, 64, 64)
+    assert model.test_cfg.gate == 'oracle'
+    assert model.post_processor.gate == 'oracle'
+    with pytest.raises(ValueError, match="oracle.*patch.png.*none"):
+        model.predict(images, _samples(2, 64))

@@ -4,95 +4,27 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-from mmengine.logging import MessageHub
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.registry import MODELS
 from torch import Tensor
 
-from ..losses.utils import check_positive_int
-from ..utils.config_checks import (
-    check_choice,
-    check_per_stage,
-    reject_unknown_keys,
-)
+from ..utils.config_checks import reject_unknown_keys
 from ..utils.prototype_ops import (
-    add_background,
     cosine_similarity_maps,
     fuse_stage_cams,
-    gate_cams,
     global_average_pool,
     merge_prototypes,
     normalize_cams,
     region_mask_from_cams,
 )
+from .head_parts import (
+    PrototypeEvidence,
+    StageProjection,
+    check_head_args,
+    current_train_iter,
+)
 
-PROTOTYPE_MODES = ('learnable', 'frozen_bank')
-GATE_MODES = ('predicted', 'oracle', 'none')
 MAX_LOGIT_SCALE = 100.0
-
-
-def current_train_iter() -> Optional[int]:
-    """The training loop's current iteration (0-based), or None outside a
-    runner.  mmengine's ``RuntimeInfoHook`` publishes it before each
-    iteration."""
-    hub = MessageHub.get_current_instance()
-    return hub.get_info('iter', None)
-
-
-def predicted_class_gate(class_probs: Tensor, threshold: float) -> Tensor:
-    """Presence gate from predicted class probabilities.
-
-    A class is on where its probability reaches ``threshold``; the most
-    probable class is always on, so no pixel is left without a tissue
-    candidate.
-
-    Args:
-        class_probs (Tensor): ``(B, C)`` or ``(B, C, H, W)``.
-    """
-    top = class_probs.amax(dim=1, keepdim=True)
-    gate = class_probs >= top
-    return gate.logical_or_(class_probs >= threshold).to(class_probs.dtype)
-
-
-def lpd_scores(cams: Tensor, gate: Optional[Tensor], alpha: float) -> Tensor:
-    """Gated tissue CAMs plus the background channel ``(1 - max) ** alpha``.
-
-    Args:
-        cams (Tensor): ``(B, C, H, W)`` fused CAMs in ``[0, 1]``.
-        gate (Tensor, optional): ``(B, C)`` or ``(B, C, H, W)``.
-
-    Returns:
-        Tensor: ``(B, C + 1, H, W)``; softmax over dim 1 gives the class
-        probabilities of the paper's inference, argmax the mask.
-    """
-    if gate is not None and gate.dim() == 2:
-        gate = gate[:, :, None, None]
-    if cams.requires_grad and torch.is_grad_enabled():
-        return add_background(cams if gate is None else gate_cams(cams, gate),
-                              alpha)
-    batch, channels, height, width = cams.shape
-    # Written into one preallocated tensor: on a whole-slide region every
-    # (C, H, W) temporary costs hundreds of MB.
-    out = cams.new_empty(batch, channels + 1, height, width)
-    tissue = out[:, :channels]
-    if gate is None:
-        tissue.copy_(cams)
-    else:
-        torch.mul(cams, gate.to(cams.dtype), out=tissue)
-    top = tissue.amax(dim=1, keepdim=True)
-    torch.sub(1, top.clamp_(0, 1), out=out[:, channels:]).pow_(alpha)
-    return out
-
-
-class StageProjection(nn.Sequential):
-    """Two-layer MLP mapping shared prototypes ``(P, D)`` to one stage's
-    channel width ``(P, C_i)``: ``D -> D/2 -> C_i`` with a ReLU."""
-
-    def __init__(self, prototype_dim: int, out_channels: int):
-        hidden = max(prototype_dim // 2, 1)
-        super().__init__(
-            nn.Linear(prototype_dim, hidden), nn.ReLU(inplace=True),
-            nn.Linear(hidden, out_channels))
 
 
 @MODELS.register_module()
@@ -204,42 +136,18 @@ class LPDHead(BaseDecodeHead):
             'LPDHead', kwargs,
             set(inspect.signature(LPDHead.__init__).parameters) -
             {'self', 'kwargs'})
-        in_channels = list(in_channels)
-        in_index = list(in_index)
+        in_channels, in_index = list(in_channels), list(in_index)
         num_stages = len(in_index)
-        check_per_stage('in_channels', in_channels, num_stages)
-        check_positive_int('num_classes', num_classes)
-        check_positive_int('num_prototypes', num_prototypes)
-        check_positive_int('prototype_dim', prototype_dim)
-        check_choice('train_merge', train_merge, ('mean', 'softmax', 'max'))
-        check_choice('test_merge', test_merge, ('mean', 'softmax', 'max'))
-        if prob_merge is not None:
-            check_choice('prob_merge', prob_merge,
-                         ('mean', 'softmax', 'max'))
-        check_choice('prototype_mode', prototype_mode, PROTOTYPE_MODES)
-        loss_weights = [float(w) for w in check_per_stage(
-            'stage_loss_weights', stage_loss_weights, num_stages)]
-        fusion_weights = [float(w) for w in check_per_stage(
-            'stage_fusion_weights', stage_fusion_weights, num_stages)]
-        for i, (lw, fw) in enumerate(zip(loss_weights, fusion_weights)):
-            if lw < 0 or fw < 0:
-                raise ValueError('stage weights must be >= 0; stage '
-                                 f'{in_index[i]} has loss {lw}, fusion {fw}')
-            if lw == 0 and fw == 0:
-                raise ValueError(
-                    f'backbone stage {in_index[i]} has loss weight 0 and '
-                    'fusion weight 0, so it would do nothing; remove it '
-                    'from in_index and in_channels')
-        if sum(fusion_weights) <= 0:
-            raise ValueError('stage_fusion_weights must not all be 0')
-        if not -num_stages <= diversity_stage < num_stages:
-            raise ValueError(f'diversity_stage={diversity_stage} is out of '
-                             f'range for {num_stages} stages')
-        if warmup_iters < 0:
-            raise ValueError(f'warmup_iters must be >= 0, got {warmup_iters}')
-        if logit_scale_init <= 0:
-            raise ValueError('logit_scale_init must be > 0, got '
-                             f'{logit_scale_init}')
+        loss_weights, fusion_weights = check_head_args(
+            in_channels=in_channels, in_index=in_index,
+            num_classes=num_classes, num_prototypes=num_prototypes,
+            prototype_dim=prototype_dim, train_merge=train_merge,
+            test_merge=test_merge, prob_merge=prob_merge,
+            prototype_mode=prototype_mode,
+            stage_loss_weights=stage_loss_weights,
+            stage_fusion_weights=stage_fusion_weights,
+            diversity_stage=diversity_stage, warmup_iters=warmup_iters,
+            logit_scale_init=logit_scale_init)
 
         super().__init__(
             in_channels=in_channels,
@@ -379,15 +287,15 @@ class LPDHead(BaseDecodeHead):
         it = current_train_iter()
         return it is not None and it >= self.warmup_iters
 
-    def loss(self, inputs: Tuple[Tensor], batch_data_samples,
-             train_cfg=None) -> Dict[str, Tensor]:
-        similarities = self.forward(inputs)
-        labels = self.stack_image_labels(batch_data_samples)
-        return self.loss_by_feat(similarities, labels)
-
-    def loss_by_feat(self, similarities: Sequence[Tensor],
-                     labels: Tensor) -> Dict[str, Tensor]:
-        """Losses from the similarity maps and ``(B, C)`` labels."""
+    def loss_by_feat(self, seg_logits: Sequence[Tensor],
+                     batch_data_samples) -> Dict[str, Tensor]:
+        """Losses from ``seg_logits``, the :meth:`forward` similarity maps
+        (per stage ``(B, C*k, H_i, W_i)``), and the samples'
+        ``gt_image_label`` ``(C,)``: mmseg's ``BaseDecodeHead`` signature,
+        called by its ``loss()``."""
+        similarities = seg_logits
+        labels = self.stack_image_labels(batch_data_samples).to(
+            similarities[-1].device)
         if labels.shape[1] != self.num_classes:
             raise ValueError(
                 f'image labels have {labels.shape[1]} classes but the head '
@@ -408,6 +316,24 @@ class LPDHead(BaseDecodeHead):
                 similarities[self.diversity_stage],
                 logit_maps[self.diversity_stage], labels)
         return losses
+
+    def prototype_evidence(self, inputs: Sequence[Tensor]
+                           ) -> 'PrototypeEvidence':
+        """What the mask refiner needs from the head: the last stage's
+        logit maps, prototype and class scores (training merge) and
+        prototypes."""
+        last = self.num_stages - 1
+        feat = self._transform_inputs(inputs)[last]
+        prototypes = self.stage_prototypes(last)
+        similarity = cosine_similarity_maps(feat, prototypes)
+        logit_map = similarity * self.logit_scales()[last].to(
+            similarity.dtype)
+        return PrototypeEvidence(
+            logit_map=logit_map,
+            prototype_scores=global_average_pool(logit_map),
+            class_scores=self.class_logits(logit_map, self.train_merge),
+            prototypes=prototypes,
+            num_prototypes=self.num_prototypes)
 
     def diversity_loss(self, similarity: Tensor, logit_map: Tensor,
                        labels: Tensor) -> Tensor:
@@ -448,23 +374,21 @@ class LPDHead(BaseDecodeHead):
 
     def predict(self, inputs: Tuple[Tensor], batch_img_metas: List[dict],
                 test_cfg) -> Tensor:
-        """Scores ``(B, C + 1, H, W)`` (tissue classes, then background).
-
-        Used when the head sits in a stock ``EncoderDecoder``; gating by
-        predicted class probabilities or none.
-        """
-        test_cfg = test_cfg or {}
+        """Scores ``(B, C + 1, H, W)`` (tissue classes, then background)
+        for a stock ``EncoderDecoder``: the one post-processing path
+        (:class:`~lpd_mmseg.models.postprocess.LPDPostProcessor`) with
+        ``test_cfg.gate`` ``'predicted'`` or ``'none'`` and no CRF (those
+        need :class:`LPDEncoderDecoder`)."""
+        from ..postprocess import LPDPostProcessor
+        if (test_cfg or {}).get('gate') in ('oracle', 'labels'):
+            raise ValueError(
+                f"test_cfg.gate='{test_cfg['gate']}' reads the ground-truth "
+                'mask or image label, which only LPDEncoderDecoder passes '
+                "to the post-processing; use model=dict(type="
+                "'LPDEncoderDecoder', ...)")
+        post = LPDPostProcessor.from_test_cfg(
+            dict(test_cfg or {}, crf=None), self.background_alpha,
+            gate_sources=('predicted', 'none'))
         cams, probs = self.predict_cams(inputs,
                                         self._output_size(batch_img_metas))
-        gate_mode = test_cfg.get('gate', 'predicted')
-        check_choice('test_cfg.gate', gate_mode, GATE_MODES)
-        if gate_mode == 'oracle':
-            raise ValueError(
-                "test_cfg.gate='oracle' reads the ground-truth mask, which "
-                "only LPDEncoderDecoder passes to the head; use "
-                "model=dict(type='LPDEncoderDecoder', ...)")
-        gate = None
-        if gate_mode == 'predicted':
-            gate = predicted_class_gate(probs,
-                                        test_cfg.get('gate_threshold', 0.5))
-        return lpd_scores(cams, gate, self.background_alpha)
+        return post(cams, probs)[0]

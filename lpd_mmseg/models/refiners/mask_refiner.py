@@ -244,24 +244,24 @@ class MaskRefiner(nn.Module):
         pooled = last.mean(dim=(2, 3))
         return self.adapter(pooled) if self.adapter is not None else pooled
 
-    def loss(self, images: Tensor, logit_map: Tensor, labels: Tensor,
-             head, backbone: nn.Module) -> Dict[str, Tensor]:
+    def loss(self, images: Tensor, evidence, labels: Tensor,
+             backbone: nn.Module) -> Dict[str, Tensor]:
         """Refinement losses for one batch.
 
         Args:
             images (Tensor): ``(B, 3, H, W)`` network inputs.
-            logit_map (Tensor): ``(B, C*k, h, w)`` last-stage logit maps.
+            evidence: the head's last stage,
+                :class:`~lpd_mmseg.models.decode_heads.lpd_head.\
+PrototypeEvidence` (``LPDHead.prototype_evidence``).
             labels (Tensor): ``(B, C)``.
-            head: the ``LPDHead`` (prototypes, merging).
             backbone: the model's backbone (for the EMA encoder).
         """
         self.sync_encoder(backbone)
-        k = head.num_prototypes
-        scores = logit_map.mean(dim=(2, 3))
-        class_scores = head.class_logits(logit_map, head.train_merge)
-        pairs = select_firing_prototypes(scores.detach(),
-                                         class_scores.detach(), labels, k,
-                                         self.max_pairs)
+        logit_map = evidence.logit_map
+        pairs = select_firing_prototypes(
+            evidence.prototype_scores.detach(),
+            evidence.class_scores.detach(), labels,
+            evidence.num_prototypes, self.max_pairs)
         zero = logit_map.sum() * 0.0
         if pairs.shape[0] == 0:
             anchor = self.zero_term()
@@ -273,10 +273,9 @@ class MaskRefiner(nn.Module):
                              mode='bilinear', align_corners=False)
         fg, bg = foreground_background(images[pairs[:, 0]], cams,
                                        self.cam_threshold)
-        prototypes = head.stage_prototypes(head.num_stages - 1)
         fg_loss, bg_loss = contrastive_terms(
-            self.embed(fg), self.embed(bg), prototypes, pairs[:, 1],
-            self.temperature)
+            self.embed(fg), self.embed(bg), evidence.prototypes,
+            pairs[:, 1], self.temperature)
         return dict(
             loss_refine=self.loss_weight * (fg_loss + bg_loss),
             loss_cam_size=self.size_weight * cams.mean())

@@ -1,9 +1,6 @@
-from numbers import Real
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from mmengine.structures import PixelData
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
@@ -11,18 +8,25 @@ from mmseg.structures import SegDataSample
 from mmseg.utils import add_prefix
 from torch import Tensor
 
-from ..decode_heads.lpd_head import (
-    GATE_MODES,
-    LPDHead,
-    lpd_scores,
-    predicted_class_gate,
-)
+from ..decode_heads.lpd_head import LPDHead
+from ..gating import check_gate_source, check_threshold
+from ..postprocess import LPDPostProcessor
 from ..utils.config_checks import check_choice, reject_unknown_keys
-from ..utils.crf_config import crf_options, crf_scores
+from ..utils.geometry import denormalize, restore_geometry
 
 TEST_CFG_KEYS = ('mode', 'crop_size', 'stride', 'gate', 'gate_threshold',
                  'crf', 'max_pixels')
 DEFAULT_MAX_PIXELS = dict(whole=2048 * 2048, slide=8192 * 8192)
+
+
+class RestoredMaps(NamedTuple):
+    """One image's raw maps at its original size (padding, flip and
+    rotation undone): ``cams (C, H0, W0)`` fused CAMs in ``[0, 1]``,
+    ``class_probs (C, H0, W0)`` class probabilities per pixel and, when
+    asked for, ``image (3, H0, W0)`` pixel values 0..255."""
+    cams: Tensor
+    class_probs: Tensor
+    image: Optional[Tensor] = None
 
 
 def _size_pair(name: str, value) -> Tuple[int, int]:
@@ -38,48 +42,48 @@ def _size_pair(name: str, value) -> Tuple[int, int]:
     return tuple(pair)
 
 
-def present_classes(mask: Tensor, num_classes: int) -> Tensor:
-    """``(C,)`` 0/1 float: which of the classes ``0..C-1`` occur in
-    ``mask``."""
-    values = torch.unique(mask)
-    values = values[(values >= 0) & (values < num_classes)].long()
-    gate = torch.zeros(num_classes, device=mask.device)
-    gate[values] = 1
-    return gate
-
-
 @MODELS.register_module()
 class LPDEncoderDecoder(EncoderDecoder):
     """Encoder-decoder for LPD with the paper's full inference pipeline.
 
-    Training is the stock ``EncoderDecoder``'s.  Prediction adds what a
-    decode head alone cannot do, because it needs the image or the
-    ground truth:
-
-    - class gating by the model's own class probabilities (default), by the
-      ground-truth mask (``gate='oracle'``, only for comparing with published
-      tables) or none;
-    - the background channel and an optional dense CRF on the original
-      image;
-    - tiled (``mode='slide'``) inference where each tile gates with its own
-      class probabilities, for images larger than a patch;
-    - raw per-image CAMs and class probabilities kept for
-      :class:`LPDTTAModel`, which averages them over the augmented passes
-      before gating and CRF, as in the paper.
-
-    ``test_cfg`` keys: ``mode`` (``'whole'`` or ``'slide'``), ``crop_size``
-    and ``stride`` (slide; an int or ``(h, w)``, ``stride <= crop_size``
-    per axis so that the tiles cover every pixel), ``gate``
-    (``'predicted'``, ``'oracle'``, ``'none'``), ``gate_threshold`` (0.5,
-    in ``[0, 1]``), ``crf`` (None, or a dict with ``backend``
-    ``'torch'``/``'pydensecrf'`` plus ``DenseCRFParams`` fields and
-    torch-backend options, ``max_memory_gb`` included), ``max_pixels``
-    (largest image accepted, default 2048x2048 for whole and 8192x8192 for
-    slide).
-
-    Training adds, when ``mask_refiner`` is configured (e.g.
+    Training is the stock ``EncoderDecoder``'s (``decode_head.loss()``),
+    plus, when ``mask_refiner`` is configured (e.g.
     ``dict(type='MaskRefiner', encoder='ema')``), the refiner's contrastive
     losses after the head's warm-up.
+
+    Prediction follows mmseg's ``EncoderDecoder``: ``predict`` =
+    ``inference`` then ``postprocess_result``::
+
+        predict(inputs, data_samples, gate=None)
+          inference(inputs, metas)            -> raw (B, 2C, H, W)
+            _raw_maps / _slide_raw_maps          fused CAMs + class probs
+          postprocess_result(raw, samples, inputs, gate)
+            restore_result(raw, samples, inputs) -> [RestoredMaps] per image
+              restore_geometry, denormalized_inputs (image, for the CRF)
+            finalize_sample(sample, maps, gate)
+              post_processor(cams, probs, gate, image, gt, label)
+                -> LPDPostProcessor: gate, background, CRF, mask
+
+        predict_raw(inputs, data_samples)     (LPDTTAModel's per-pass call)
+          inference -> restore_result -> lpd_cams / lpd_class_probs /
+          lpd_image on the samples, no gating
+
+    :attr:`post_processor` is built once from ``test_cfg`` (the CRF
+    settings are parsed there, once); nothing changes ``test_cfg`` later.
+    Other settings for one call are passed explicitly (``gate=`` here,
+    ``LPDPostProcessor.replace`` for another CRF).
+
+    ``test_cfg`` keys: ``mode`` (``'whole'`` or ``'slide'``; slide tiles
+    gate with their own class probabilities), ``crop_size`` and ``stride``
+    (slide; an int or ``(h, w)``, ``stride <= crop_size`` per axis so that
+    the tiles cover every pixel), ``gate`` (a gate source of
+    :mod:`lpd_mmseg.models.gating`: ``'predicted'`` default, ``'oracle'``
+    only for comparing with published tables, ``'labels'``, ``'none'``),
+    ``gate_threshold`` (0.5, in ``[0, 1]``), ``crf`` (None, or a dict with
+    ``backend`` ``'torch'``/``'pydensecrf'`` plus ``DenseCRFParams`` fields
+    and torch-backend options, ``max_memory_gb`` included), ``max_pixels``
+    (largest image accepted, default 2048x2048 for whole and 8192x8192 for
+    slide).
 
     Output per sample: ``seg_logits`` ``(C+1, H, W)`` (softmax gives class
     probabilities; log-probabilities after CRF) and ``pred_sem_seg`` with
@@ -93,8 +97,8 @@ class LPDEncoderDecoder(EncoderDecoder):
             raise TypeError('LPDEncoderDecoder needs decode_head of type '
                             f'LPDHead, got {type(self.decode_head).__name__}')
         self.test_cfg = self._checked_test_cfg(self.test_cfg)
-        # Set by LPDTTAModel while it runs the augmented passes.
-        self.defer_finalize = False
+        self.post_processor = LPDPostProcessor.from_test_cfg(
+            self.test_cfg, self.decode_head.background_alpha)
         self.mask_refiner = None
         if mask_refiner is not None:
             self.mask_refiner = MODELS.build(mask_refiner)
@@ -113,15 +117,13 @@ class LPDEncoderDecoder(EncoderDecoder):
         ``find_unused_parameters`` still sees a gradient for them."""
         x = self.extract_feat(inputs)
         head = self.decode_head
-        similarities = head.forward(x)
-        labels = head.stack_image_labels(data_samples)
-        losses = add_prefix(head.loss_by_feat(similarities, labels),
-                            'decode')
+        losses = self._decode_head_forward_train(x, data_samples)
         if self.mask_refiner is not None and head.extra_losses_active():
-            logit_map = head.stage_logit_maps(similarities)[-1]
             losses.update(add_prefix(
-                self.mask_refiner.loss(inputs, logit_map, labels, head,
-                                       self.backbone), 'refine'))
+                self.mask_refiner.loss(
+                    inputs, head.prototype_evidence(x),
+                    head.stack_image_labels(data_samples), self.backbone),
+                'refine'))
         elif self.mask_refiner is not None:
             anchor = self.mask_refiner.zero_term()
             if anchor is not None:
@@ -142,15 +144,10 @@ class LPDEncoderDecoder(EncoderDecoder):
         test_cfg.setdefault('mode', 'whole')
         check_choice('test_cfg.mode', test_cfg.mode, ('whole', 'slide'))
         test_cfg.setdefault('gate', 'predicted')
-        check_choice('test_cfg.gate', test_cfg.gate, GATE_MODES)
+        check_gate_source('test_cfg.gate', test_cfg.gate)
         test_cfg.setdefault('gate_threshold', 0.5)
-        threshold = test_cfg.gate_threshold
-        if (isinstance(threshold, bool) or not isinstance(threshold, Real)
-                or not 0 <= threshold <= 1):
-            raise ValueError('test_cfg.gate_threshold must be a probability '
-                             f'in [0, 1], got {threshold!r}')
+        check_threshold('test_cfg.gate_threshold', test_cfg.gate_threshold)
         test_cfg.setdefault('crf', None)
-        crf_options(test_cfg.crf)  # validates early
         if test_cfg.mode == 'slide':
             for key in ('crop_size', 'stride'):
                 if key not in test_cfg:
@@ -168,7 +165,7 @@ class LPDEncoderDecoder(EncoderDecoder):
 
     @property
     def crf_enabled(self) -> bool:
-        return crf_options(self.test_cfg.get('crf')) is not None
+        return self.post_processor.crf is not None
 
     @property
     def num_classes_tissue(self) -> int:
@@ -227,168 +224,135 @@ class LPDEncoderDecoder(EncoderDecoder):
     def encode_decode(self, inputs: Tensor,
                       batch_img_metas: List[dict]) -> Tensor:
         """Final scores ``(B, C+1, H, W)``, gated as ``test_cfg.gate``
-        says (``'oracle'`` needs the masks, which only :meth:`predict`
-        gets)."""
-        if self.test_cfg.gate == 'oracle':
+        says, without CRF (``'oracle'`` and ``'labels'`` need data
+        samples, which only :meth:`predict` gets)."""
+        if self.post_processor.gate in ('oracle', 'labels'):
             raise ValueError(
-                "test_cfg.gate='oracle' reads the ground-truth mask, but "
-                'encode_decode() receives only images and metainfo; call '
-                'predict() with data samples carrying gt_sem_seg, or use '
+                f"test_cfg.gate='{self.post_processor.gate}' reads the "
+                'ground-truth mask or image label, but encode_decode() '
+                'receives only images and metainfo; call predict() with '
+                'data samples carrying gt_sem_seg / gt_image_label, or use '
                 "gate='predicted' or 'none'")
         raw = self.inference(inputs, batch_img_metas)
-        return self._scores(*raw.split(self.num_classes_tissue, dim=1))
-
-    # ---------------------------------------------------------- finalising
-    def _scores(self, cams: Tensor, probs: Tensor,
-                gate: Optional[Tensor] = None) -> Tensor:
-        if gate is None and self.test_cfg.gate == 'predicted':
-            gate = predicted_class_gate(probs, self.test_cfg.gate_threshold)
-        return lpd_scores(cams, gate, self.decode_head.background_alpha)
-
-    def finalize(self,
-                 cams: Tensor,
-                 probs: Tensor,
-                 image: Optional[Tensor] = None,
-                 gt_mask: Optional[Tensor] = None,
-                 source: Optional[str] = None,
-                 labels: Optional[Tensor] = None) -> Tensor:
-        """Gating, background channel and optional CRF for one image.
-
-        Args:
-            cams (Tensor): ``(C, H, W)`` fused CAMs in ``[0, 1]``.
-            probs (Tensor): ``(C, H, W)`` class-probability maps.
-            image (Tensor, optional): ``(3, H, W)`` pixel values 0..255,
-                needed when ``test_cfg.crf`` is set.
-            gt_mask (Tensor, optional): ``(1, H, W)`` or ``(H, W)``, needed
-                for ``gate='oracle'``.
-            source (str, optional): image path for error messages.
-            labels (Tensor, optional): ``(C,)`` known image-level labels
-                (e.g. of a training patch); when given they gate the classes
-                instead of ``test_cfg.gate``.
-
-        Returns:
-            Tensor: ``seg_logits`` ``(C + 1, H, W)``.
-        """
-        gate = None
-        if labels is not None:
-            gate = labels.reshape(1, -1).to(cams)
-        elif self.test_cfg.gate == 'oracle':
-            if gt_mask is None:
-                raise ValueError(
-                    f"test_cfg.gate='oracle' takes class presence from the "
-                    f'ground-truth mask, but {source or "this sample"} has '
-                    "none; use gate='predicted' on data without masks")
-            gate = present_classes(gt_mask, self.num_classes_tissue)[None]
-        if gate is None and self.test_cfg.gate == 'predicted':
-            gate = predicted_class_gate(probs[None],
-                                        self.test_cfg.gate_threshold)
-        scores = lpd_scores(cams[None], gate,
-                            self.decode_head.background_alpha)[0]
-        if not self.crf_enabled:
-            return scores
-        if image is None:
-            raise ValueError('test_cfg.crf needs the image; none was given')
-        return crf_scores(scores, image, self.test_cfg.crf,
-                          None if gate is None else gate[0])
+        cams, probs = raw.split(self.num_classes_tissue, dim=1)
+        return self.post_processor.replace(crf=None)(cams, probs)[0]
 
     # ------------------------------------------------------------- geometry
     def restore_geometry(self, maps: Tensor, meta: dict, mode: str) -> Tensor:
-        """Remove padding, undo a rotation and a flip, resize
-        ``(1, K, H, W)`` to the original image size; returns
-        ``(K, H0, W0)``.
-
-        ``RandomRotate90`` records in ``rot90_after_flip`` whether a
-        ``RandomFlip`` ran before it; the two are undone in the reverse
-        order (without the key, as in metainfo from elsewhere, the flip is
-        taken to have come first, the order of the shipped pipelines).  An
-        odd ``rot90_k`` swaps the height and width of a non-square image
-        back.
-        """
-        height, width = maps.shape[2:]
-        left, right, top, bottom = meta.get(
-            'img_padding_size', meta.get('padding_size', [0] * 4))
-        maps = maps[:, :, top:height - bottom, left:width - right]
-        turns = meta.get('rot90_k', 0)
-        if isinstance(turns, bool) or not isinstance(turns,
-                                                     (int, np.integer)):
-            raise ValueError(f'rot90_k must be an int (quarter turns), got '
-                             f'{turns!r}')
-        flip_dims = ()
-        if meta.get('flip', False):
-            direction = meta.get('flip_direction')
-            if direction not in ('horizontal', 'vertical'):
-                raise ValueError(f'unknown flip_direction {direction!r}')
-            flip_dims = (3, ) if direction == 'horizontal' else (2, )
-
-        def unrotate(m):
-            return torch.rot90(m, -int(turns), dims=(2, 3)) if turns % 4 \
-                else m
-
-        def unflip(m):
-            return m.flip(dims=flip_dims) if flip_dims else m
-
-        if meta.get('rot90_after_flip', True):
-            maps = unflip(unrotate(maps))
-        else:
-            maps = unrotate(unflip(maps))
-        size = tuple(meta['ori_shape'][:2])
-        if tuple(maps.shape[2:]) != size:
-            maps = F.interpolate(maps, size=size, mode=mode,
-                                 align_corners=False if mode == 'bilinear'
-                                 else None)
-        return maps[0]
+        """``(1, K, H, W)`` network-size maps -> ``(K, H0, W0)`` at the
+        original size (:func:`~lpd_mmseg.models.utils.geometry.\
+restore_geometry`)."""
+        return restore_geometry(maps, meta, mode)
 
     def denormalized_inputs(self, inputs: Tensor) -> Tensor:
-        """Undo the data preprocessor's normalisation: pixel values 0..255
-        (channel order as fed to the network)."""
-        pre = self.data_preprocessor
-        if getattr(pre, '_enable_normalize', False):
-            inputs = inputs * pre.std + pre.mean
-        return inputs.clamp(0, 255)
+        """Pixel values 0..255 of preprocessed inputs."""
+        return denormalize(inputs, self.data_preprocessor)
 
     # -------------------------------------------------------------- predict
-    def predict(self, inputs: Tensor,
-                data_samples: Optional[List[SegDataSample]] = None
-                ) -> List[SegDataSample]:
-        if data_samples is None:
-            shape = tuple(inputs.shape[2:])
-            data_samples = [
-                SegDataSample(metainfo=dict(
-                    ori_shape=shape, img_shape=shape, pad_shape=shape,
-                    padding_size=[0, 0, 0, 0]))
-                for _ in range(inputs.shape[0])
-            ]
-        metas = [s.metainfo for s in data_samples]
-        raw = self.inference(inputs, metas)
+    @staticmethod
+    def _default_samples(inputs: Tensor) -> List[SegDataSample]:
+        shape = tuple(inputs.shape[2:])
+        return [
+            SegDataSample(metainfo=dict(
+                ori_shape=shape, img_shape=shape, pad_shape=shape,
+                padding_size=[0, 0, 0, 0]))
+            for _ in range(inputs.shape[0])
+        ]
+
+    def restore_result(self, raw: Tensor, data_samples: List[SegDataSample],
+                       inputs: Optional[Tensor] = None
+                       ) -> List[RestoredMaps]:
+        """Per image, the raw maps ``(B, 2C, H, W)`` of :meth:`inference`
+        at the original image size; with ``inputs`` (the preprocessed
+        batch) also the image in pixel values, for a CRF."""
         num_classes = self.num_classes_tissue
-        want_image = self.crf_enabled
+        out = []
         for i, sample in enumerate(data_samples):
-            maps = self.restore_geometry(raw[i:i + 1], metas[i], 'bilinear')
-            cams, probs = maps[:num_classes], maps[num_classes:]
+            meta = sample.metainfo
+            maps = self.restore_geometry(raw[i:i + 1], meta, 'bilinear')
             image = None
-            if want_image:
+            if inputs is not None:
                 image = self.restore_geometry(
-                    self.denormalized_inputs(inputs[i:i + 1]), metas[i],
+                    self.denormalized_inputs(inputs[i:i + 1]), meta,
                     'bilinear')
-            gt = sample.gt_sem_seg.data if 'gt_sem_seg' in sample else None
-            if self.defer_finalize:
-                sample.set_data(dict(
-                    lpd_cams=PixelData(data=cams),
-                    lpd_class_probs=PixelData(data=probs)))
-                if image is not None:
-                    sample.set_data(dict(lpd_image=PixelData(data=image)))
-                seg_logits = self._scores(cams[None], probs[None])[0]
-            else:
-                seg_logits = self.finalize(cams, probs, image, gt,
-                                           metas[i].get('img_path'))
-            sample.set_data(dict(
-                seg_logits=PixelData(data=seg_logits),
-                pred_sem_seg=PixelData(
-                    data=seg_logits.argmax(dim=0, keepdim=True))))
+            out.append(RestoredMaps(maps[:num_classes], maps[num_classes:],
+                                    image))
+        return out
+
+    def finalize_sample(self, sample: SegDataSample, maps: RestoredMaps,
+                        gate: Optional[str] = None) -> SegDataSample:
+        """Run :attr:`post_processor` on one image's restored maps and set
+        ``seg_logits`` ``(C+1, H0, W0)`` and ``pred_sem_seg``
+        ``(1, H0, W0)`` on ``sample``."""
+        gt = sample.gt_sem_seg.data if 'gt_sem_seg' in sample else None
+        label = sample.gt_image_label if 'gt_image_label' in sample \
+            else None
+        image = None if maps.image is None else maps.image[None]
+        scores, mask = self.post_processor(
+            maps.cams[None], maps.class_probs[None], gate, image, [gt],
+            [label], [sample.metainfo.get('img_path')])
+        sample.set_data(dict(seg_logits=PixelData(data=scores[0]),
+                             pred_sem_seg=PixelData(data=mask)))
+        return sample
+
+    def postprocess_result(self, raw: Tensor,
+                           data_samples: List[SegDataSample],
+                           inputs: Optional[Tensor] = None,
+                           gate: Optional[str] = None
+                           ) -> List[SegDataSample]:
+        """Restore each image's maps and post-process them (gate source
+        ``gate``, or ``test_cfg.gate`` when None)."""
+        wanted = inputs if self.crf_enabled else None
+        for sample, maps in zip(data_samples,
+                                self.restore_result(raw, data_samples,
+                                                    wanted)):
+            self.finalize_sample(sample, maps, gate)
         return data_samples
 
-    def class_probabilities(self, inputs: Tensor) -> Tuple[Tensor, Tensor]:
-        """Fused CAMs ``(B, C, H, W)`` and class probabilities ``(B, C)``
-        for a batch of preprocessed images (whole-image mode)."""
-        x = self.extract_feat(inputs)
-        return self.decode_head.predict_cams(x, inputs.shape[2:])
+    def predict(self, inputs: Tensor,
+                data_samples: Optional[List[SegDataSample]] = None,
+                gate: Optional[str] = None) -> List[SegDataSample]:
+        """Segment a preprocessed batch (see the class docstring).
+
+        Args:
+            inputs (Tensor): ``(B, 3, H, W)``.
+            data_samples (list, optional): with metainfo; ``gt_sem_seg``
+                for ``gate='oracle'``, ``gt_image_label`` for
+                ``'labels'``.
+            gate (str, optional): gate source for this call instead of
+                ``test_cfg.gate``.
+        """
+        if data_samples is None:
+            data_samples = self._default_samples(inputs)
+        raw = self.inference(inputs, [s.metainfo for s in data_samples])
+        return self.postprocess_result(raw, data_samples, inputs, gate)
+
+    def predict_raw(self, inputs: Tensor,
+                    data_samples: Optional[List[SegDataSample]] = None,
+                    with_image: Optional[bool] = None
+                    ) -> List[SegDataSample]:
+        """Restored raw maps, no gating: sets ``lpd_cams``,
+        ``lpd_class_probs`` and (with a CRF, or ``with_image``)
+        ``lpd_image`` on the samples, for callers that merge several
+        passes before :meth:`finalize_sample` (test-time augmentation)."""
+        if data_samples is None:
+            data_samples = self._default_samples(inputs)
+        if with_image is None:
+            with_image = self.crf_enabled
+        raw = self.inference(inputs, [s.metainfo for s in data_samples])
+        restored = self.restore_result(raw, data_samples,
+                                       inputs if with_image else None)
+        for sample, maps in zip(data_samples, restored):
+            sample.set_data(dict(
+                lpd_cams=PixelData(data=maps.cams),
+                lpd_class_probs=PixelData(data=maps.class_probs)))
+            if maps.image is not None:
+                sample.set_data(dict(lpd_image=PixelData(data=maps.image)))
+        return data_samples
+
+    def forward(self, inputs: Tensor, data_samples=None,
+                mode: str = 'tensor'):
+        """mmseg's modes plus ``'raw'`` (:meth:`predict_raw`)."""
+        if mode == 'raw':
+            return self.predict_raw(inputs, data_samples)
+        return super().forward(inputs, data_samples, mode)

@@ -1,0 +1,167 @@
+"""From fused CAMs to scores and a mask: the one post-processing path.
+
+Every caller (the segmentor's ``predict``, test-time augmentation,
+pseudo-masks, the benchmarks and slide inference) turns fused CAMs and
+class evidence into a segmentation through :class:`LPDPostProcessor`:
+
+1. gate (:func:`~lpd_mmseg.models.gating.resolve_gate`, one vocabulary);
+2. scores: gated CAMs plus the background channel ``(1 - max) ** alpha``
+   (:func:`lpd_scores`);
+3. optional dense CRF on the original image (the ``crf`` callable built
+   once from ``test_cfg.crf`` by :func:`build_crf`);
+4. mask: argmax over the allowed channels
+   (:func:`~lpd_mmseg.models.gating.gated_argmax`).
+"""
+import dataclasses
+from typing import Callable, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from .gating import (
+    GATE_SOURCES,
+    check_gate_source,
+    check_threshold,
+    gated_argmax,
+    resolve_gate,
+)
+from .utils.crf_config import crf_options, crf_scores
+from .utils.prototype_ops import add_background, gate_cams
+
+#: ``crf(scores (C+1, H, W), image (3, H, W) 0..255, gate (C,) or
+#: (C, H, W) or None) -> (C+1, H, W)`` log-probabilities.
+CRF = Callable[[Tensor, Tensor, Optional[Tensor]], Tensor]
+
+
+def build_crf(cfg: Optional[dict]) -> Optional[CRF]:
+    """Parse ``test_cfg.crf`` once into a callable (None: no CRF)."""
+    if crf_options(cfg) is None:
+        return None
+    cfg = dict(cfg)
+
+    def crf(scores: Tensor, image: Tensor,
+            gate: Optional[Tensor] = None) -> Tensor:
+        return crf_scores(scores, image, cfg, gate)
+
+    return crf
+
+
+def lpd_scores(cams: Tensor, gate: Optional[Tensor], alpha: float) -> Tensor:
+    """Gated tissue CAMs plus the background channel ``(1 - max) ** alpha``.
+
+    Args:
+        cams (Tensor): ``(B, C, H, W)`` fused CAMs in ``[0, 1]``.
+        gate (Tensor, optional): ``(B, C)`` or ``(B, C, H, W)``.
+
+    Returns:
+        Tensor: ``(B, C + 1, H, W)``; softmax over dim 1 gives the class
+        probabilities of the paper's inference, argmax the mask.
+    """
+    if gate is not None and gate.dim() == 2:
+        gate = gate[:, :, None, None]
+    if cams.requires_grad and torch.is_grad_enabled():
+        return add_background(cams if gate is None else gate_cams(cams, gate),
+                              alpha)
+    batch, channels, height, width = cams.shape
+    # Written into one preallocated tensor: on a whole-slide region every
+    # (C, H, W) temporary costs hundreds of MB.
+    out = cams.new_empty(batch, channels + 1, height, width)
+    tissue = out[:, :channels]
+    if gate is None:
+        tissue.copy_(cams)
+    else:
+        torch.mul(cams, gate.to(cams.dtype), out=tissue)
+    top = tissue.amax(dim=1, keepdim=True)
+    torch.sub(1, top.clamp_(0, 1), out=out[:, channels:]).pow_(alpha)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class LPDPostProcessor:
+    """Fused CAMs + class evidence + gate source -> scores and mask.
+
+    Built once per segmentor from its ``test_cfg``
+    (:meth:`from_test_cfg`); callers that need another setting for one
+    job (a pseudo-mask run with its own CRF, a benchmark comparing gates)
+    pass the gate source per call or derive a copy with
+    :meth:`replace`; nothing is changed in place.
+
+    Args:
+        gate (str): default gate source, one of
+            :data:`~lpd_mmseg.models.gating.GATE_SOURCES`.
+        gate_threshold (float): for ``gate='predicted'``.
+        background_alpha (float): exponent of the background channel.
+        crf (callable, optional): see :data:`CRF`; None for no CRF.
+        key (str): the settings' name in error messages.
+    """
+    gate: str = 'predicted'
+    gate_threshold: float = 0.5
+    background_alpha: float = 10.0
+    crf: Optional[CRF] = None
+    key: str = 'test_cfg'
+
+    def __post_init__(self):
+        check_gate_source(f'{self.key}.gate', self.gate)
+        check_threshold(f'{self.key}.gate_threshold', self.gate_threshold)
+
+    @classmethod
+    def from_test_cfg(cls, test_cfg, background_alpha: float,
+                      gate_sources: Sequence[str] = GATE_SOURCES
+                      ) -> 'LPDPostProcessor':
+        """Read ``gate``, ``gate_threshold`` and ``crf`` (parsed here, the
+        only place) from a ``test_cfg`` mapping."""
+        test_cfg = test_cfg or {}
+        gate = test_cfg.get('gate', 'predicted')
+        check_gate_source('test_cfg.gate', gate, gate_sources)
+        return cls(gate=gate,
+                   gate_threshold=test_cfg.get('gate_threshold', 0.5),
+                   background_alpha=float(background_alpha),
+                   crf=build_crf(test_cfg.get('crf')))
+
+    def replace(self, **changes) -> 'LPDPostProcessor':
+        """A copy with some fields changed (``crf=None`` drops the CRF)."""
+        return dataclasses.replace(self, **changes)
+
+    def __call__(self,
+                 cams: Tensor,
+                 class_probs: Tensor,
+                 gate: Optional[str] = None,
+                 images: Optional[Tensor] = None,
+                 gt_masks: Optional[Sequence[Optional[Tensor]]] = None,
+                 labels: Optional[Sequence[Optional[Tensor]]] = None,
+                 names: Optional[Sequence[Optional[str]]] = None
+                 ) -> Tuple[Tensor, Tensor]:
+        """Scores and mask of a batch.
+
+        Args:
+            cams (Tensor): ``(B, C, H, W)`` fused CAMs in ``[0, 1]``.
+            class_probs (Tensor): ``(B, C)`` or ``(B, C, H, W)`` class
+                probabilities (per pixel after tiling or TTA).
+            gate (str, optional): gate source for this call; None uses
+                :attr:`gate`.
+            images (Tensor, optional): ``(B, 3, H, W)`` pixel values
+                0..255, needed with a CRF.
+            gt_masks (list, optional): per image a mask, for ``'oracle'``.
+            labels (list, optional): per image ``(C,)``, for ``'labels'``.
+            names (list, optional): per image a path, for errors.
+
+        Returns:
+            tuple: ``scores (B, C + 1, H, W)`` (gated CAMs and background;
+            log-probabilities after a CRF) and ``mask (B, H, W)`` int64
+            with values ``0..C`` (``C`` = background).
+        """
+        source = self.gate if gate is None else gate
+        class_gate = resolve_gate(source, class_probs, self.gate_threshold,
+                                  gt_masks, labels, names,
+                                  key=f'{self.key}.gate')
+        scores = lpd_scores(cams, class_gate, self.background_alpha)
+        if self.crf is not None:
+            if images is None:
+                raise ValueError(f'{self.key}.crf needs the image; none was '
+                                 'given')
+            scores = torch.stack([
+                self.crf(scores[i], images[i],
+                         None if class_gate is None else class_gate[i])
+                for i in range(scores.shape[0])
+            ])
+        return scores, gated_argmax(scores, class_gate)
