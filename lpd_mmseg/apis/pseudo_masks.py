@@ -254,7 +254,7 @@ def _check_model(model, dataset) -> Tuple[int, List[str], list]:
 def _crf_setting(model, crf: Optional[str]):
     """New ``test_cfg.crf`` for a ``--crf`` choice (None keeps the
     config's)."""
-    from ..models.utils.crf_config import crf_options
+    from ..models.crf import build_crf
     current = model.test_cfg.get('crf')
     if crf is None:
         new = current
@@ -266,8 +266,8 @@ def _crf_setting(model, crf: Optional[str]):
     else:
         new = dict(current or {})
         new['backend'] = crf
-    options = crf_options(new)  # validates; fails early without pydensecrf
-    return new, (options[0] if options else 'none')
+    parsed = build_crf(new)  # validates; fails early without pydensecrf
+    return new, (parsed.backend if parsed else 'none')
 
 
 def _sample_mask(model, cams: Tensor, probs: Tensor, inputs: Tensor,

@@ -11,6 +11,7 @@ from mmseg.structures import SegDataSample
 from mmseg.utils import add_prefix
 from torch import Tensor
 
+from ..crf import DenseCRF, build_crf
 from ..decode_heads.lpd_head import (
     GATE_MODES,
     LPDHead,
@@ -18,7 +19,6 @@ from ..decode_heads.lpd_head import (
     predicted_class_gate,
 )
 from ..utils.config_checks import check_choice, reject_unknown_keys
-from ..utils.crf_config import crf_options, crf_scores
 
 TEST_CFG_KEYS = ('mode', 'crop_size', 'stride', 'gate', 'gate_threshold',
                  'crf', 'max_pixels')
@@ -150,7 +150,7 @@ class LPDEncoderDecoder(EncoderDecoder):
             raise ValueError('test_cfg.gate_threshold must be a probability '
                              f'in [0, 1], got {threshold!r}')
         test_cfg.setdefault('crf', None)
-        crf_options(test_cfg.crf)  # validates early
+        build_crf(test_cfg.crf)  # validates early
         if test_cfg.mode == 'slide':
             for key in ('crop_size', 'stride'):
                 if key not in test_cfg:
@@ -167,8 +167,16 @@ class LPDEncoderDecoder(EncoderDecoder):
         return test_cfg
 
     @property
+    def crf(self) -> Optional[DenseCRF]:
+        """``test_cfg.crf`` parsed once per assigned dict (None: no CRF)."""
+        cfg = self.test_cfg.get('crf')
+        if getattr(self, '_crf_cfg', object()) is not cfg:
+            self._crf, self._crf_cfg = build_crf(cfg), cfg
+        return self._crf
+
+    @property
     def crf_enabled(self) -> bool:
-        return crf_options(self.test_cfg.get('crf')) is not None
+        return self.crf is not None
 
     @property
     def num_classes_tissue(self) -> int:
@@ -288,8 +296,7 @@ class LPDEncoderDecoder(EncoderDecoder):
             return scores
         if image is None:
             raise ValueError('test_cfg.crf needs the image; none was given')
-        return crf_scores(scores, image, self.test_cfg.crf,
-                          None if gate is None else gate[0])
+        return self.crf(scores, image, None if gate is None else gate[0])
 
     # ------------------------------------------------------------- geometry
     def restore_geometry(self, maps: Tensor, meta: dict, mode: str) -> Tensor:
