@@ -30,19 +30,16 @@ from typing import Tuple
 
 import torch
 
-__all__ = ['PermutohedralLattice', 'lattice_build_bytes', 'lattice_bytes']
-
-#: Bytes per index stored by the lattice (int32 where torch allows it).
-_INDEX_BYTES = 4
-
+__all__ = ['PermutohedralLattice', 'lattice_build_bytes',
+           'lattice_held_bytes', 'lattice_filter_bytes']
 
 def lattice_build_bytes(points: int, dim: int) -> int:
-    """Peak bytes while a lattice of ``points`` ``dim``-D points is built.
+    """Peak temporary bytes while a lattice of ``points`` points is built.
 
-    Counts the per-point temporaries of :meth:`PermutohedralLattice.embed`
-    (float32 coordinates, ranks, the ``(d+1)^2`` rank comparison, the
-    ``(d+1) d`` int64 vertex keys) and :func:`torch.unique`'s sort of the
-    ``points (d + 1)`` packed keys (about 4 int64 arrays of that length).
+    The per-point float32 and int64 arrays of :func:`elevate`,
+    :func:`simplex` and :func:`vertex_codes`, then the sort of the
+    ``points (d + 1)`` codes with its permutation, vertex ids and inverse:
+    about 48 bytes per point and vertex slot at the peak.
 
     Args:
         points: Number of points N (pixels of the whole batch).
@@ -51,31 +48,44 @@ def lattice_build_bytes(points: int, dim: int) -> int:
     Returns:
         int: bytes.
     """
-    k = dim + 1
-    per_point = 4 * (4 * k + 2 * dim) + k * k + 8 * k * dim + 8 * k * 4
-    return points * per_point
+    return 48 * points * (dim + 1)
 
 
-def lattice_bytes(points: int, dim: int, vertices: int,
-                  channels: int) -> int:
-    """Bytes a built lattice holds plus the peak of one :meth:`filter` call.
+def lattice_held_bytes(points: int, dim: int, vertices: int) -> int:
+    """Bytes a built lattice holds.
+
+    Splat and slice CSR matrices (int64 indices, float32 weights,
+    ``N (d + 1)`` entries each) and the ``(d + 1, 2 M)`` int64 neighbour
+    table.
 
     Args:
         points: Number of points N.
         dim: Feature dimension d.
-        vertices: Number of lattice vertices M; at most ``N (d + 1)``.
+        vertices: Number of lattice vertices M (at most ``N (d + 1)``).
+
+    Returns:
+        int: bytes.
+    """
+    k = dim + 1
+    return 24 * points * k + 8 * points + vertices * (8 + 16 * k) + 16
+
+
+def lattice_filter_bytes(points: int, vertices: int, channels: int) -> int:
+    """Peak temporary bytes of one :meth:`PermutohedralLattice.filter`.
+
+    Two ``(M + 1, C)`` blur buffers, the gathered neighbour pairs and the
+    splat result (``5 M C`` values), the input copy, the normalised input
+    and the output (``3 N C``), float32.
+
+    Args:
+        points: Number of points N.
+        vertices: Number of lattice vertices M.
         channels: Channels C of the filtered values.
 
     Returns:
-        int: bytes: offsets and weights ``N (d + 1)``, neighbour table
-        ``2 (d + 1) M``, two ``(M + 1, C)`` value buffers, the gathered
-        ``(N, d + 1, C)`` slice (twice, product and sum) and the splatted
-        ``N (d + 1) C`` contributions.
+        int: bytes.
     """
-    k = dim + 1
-    held = points * k * (_INDEX_BYTES + 4) + 2 * k * vertices * _INDEX_BYTES
-    working = 4 * (2 * (vertices + 1) * channels + 2 * points * k * channels)
-    return held + working
+    return 4 * channels * (5 * (vertices + 1) + 3 * points)
 
 
 def _scale_factors(dim: int, device: torch.device) -> torch.Tensor:

@@ -5,7 +5,12 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from .lattice import PermutohedralLattice, lattice_build_bytes, lattice_bytes
+from .lattice import (
+    PermutohedralLattice,
+    lattice_build_bytes,
+    lattice_filter_bytes,
+    lattice_held_bytes,
+)
 from .params import TINY, UNARY_CLIP, DenseCRFParams, check_positive_int
 
 __all__ = ['dense_crf_torch', 'dense_crf_torch_bytes', 'unary_from_probs',
@@ -225,10 +230,11 @@ def dense_crf_torch_bytes(height: int, width: int, num_classes: int,
                           vertices: Optional[Tuple[int, int]] = None) -> int:
     """Estimated peak memory of :func:`dense_crf_torch` on a batch.
 
-    Counts the float32 mean-field tensors (about ``8 C`` values per pixel),
-    the larger of each lattice's build peak
-    (:func:`~.lattice.lattice_build_bytes`) and what it holds while
-    filtering (:func:`~.lattice.lattice_bytes`).  The vertex counts are
+    Counts the float32 mean-field tensors (about ``11 C`` values per
+    pixel), what each lattice holds (:func:`~.lattice.lattice_held_bytes`)
+    and the largest temporary peak, building
+    (:func:`~.lattice.lattice_build_bytes`) or filtering
+    (:func:`~.lattice.lattice_filter_bytes`).  The vertex counts are
     known only once a lattice's keys are deduplicated; without them the
     estimate uses the bound ``points (d + 1)``, which real images stay far
     below (pass ``(0, 0)`` for the part that does not depend on them).
@@ -248,17 +254,19 @@ def dense_crf_torch_bytes(height: int, width: int, num_classes: int,
     total = 4 * 3 * num_classes * pixels
     if params.iterations == 0:
         return total
-    total += 4 * 8 * num_classes * pixels
+    total += 4 * 8 * num_classes * pixels  # mean-field temporaries
+    peaks = [0]
     for on, points, dim, i in (
             (params.gaussian_compat > 0, height * width, 2, 0),
             (params.bilateral_compat > 0, pixels, 5, 1)):
         if not on:
             continue
         m = points * (dim + 1) if vertices is None else vertices[i]
+        total += lattice_held_bytes(points, dim, m)
         channels = num_classes * (batch if dim == 2 else 1)
-        total += max(lattice_build_bytes(points, dim),
-                     lattice_bytes(points, dim, m, channels))
-    return total
+        peaks += [lattice_build_bytes(points, dim),
+                  lattice_filter_bytes(points, m, channels)]
+    return total + max(peaks)
 
 
 def default_chunk(height: int, width: int, num_classes: int,
