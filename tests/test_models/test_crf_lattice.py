@@ -124,7 +124,7 @@ def test_constant_image_gives_a_flat_response():
     assert float(inner.mean()) / (2 * math.pi * sxy**2) == pytest.approx(
         0.88, abs=0.03)
     # normalised: rows sum to 1 inside (within 2 %), less in a corner
-    kernel = NormalizedKernel(lattice, True, 1)
+    kernel = NormalizedKernel(lattice, shared=True)
     sums = kernel(torch.ones(1, 1, size * size)).view(size, size)
     assert ((sums[15:46, 15:46] - 1).abs() < 0.02).all()
     assert float(sums[0, 0]) < 0.8

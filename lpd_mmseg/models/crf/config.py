@@ -104,7 +104,8 @@ class DenseCRF:
         height, width = int(shape[-2]), int(shape[-1])
         return (
             f'the torch CRF on a {width}x{height} image needs about '
-            f'{needed / 2**30:.2f} GiB, more than test_cfg.crf.max_memory_gb='
+            f'{needed / 2**30:.3g} GiB (estimated before allocating), more '
+            f'than test_cfg.crf.max_memory_gb='
             f"{self.max_memory_gb}. Use crf=dict(backend='pydensecrf'), "
             'refine smaller regions (memory grows linearly with the pixels), '
             'no CRF (crf=None / --crf none), or raise max_memory_gb if the '

@@ -29,6 +29,7 @@ import warnings
 from typing import Tuple
 
 import torch
+import torch.nn.functional as F
 
 __all__ = ['PermutohedralLattice', 'lattice_build_bytes',
            'lattice_held_bytes', 'lattice_filter_bytes']
@@ -109,19 +110,18 @@ def elevate(features: torch.Tensor) -> torch.Tensor:
         features: (N, d) float32.
 
     Returns:
-        torch.Tensor: (N, d + 1) float32 elevated coordinates.
+        torch.Tensor: (N, d + 1) float32 elevated coordinates (a transposed
+        view of a coordinate-major array).
     """
     n, dim = features.shape
-    scaled = features * _scale_factors(dim, features.device)
-    # suffix sums accumulated from the last feature, as pydensecrf does
-    suffix = scaled.flip(1).cumsum(1).flip(1)  # (N, d): sum_{k >= j}
-    out = features.new_empty(n, dim + 1)
-    out[:, 0] = suffix[:, 0]
-    steps = torch.arange(1, dim + 1, device=features.device,
-                         dtype=torch.float32)
-    out[:, 1:dim] = suffix[:, 1:] - steps[:-1] * scaled[:, :-1]
-    out[:, dim] = -float(dim) * scaled[:, -1]
-    return out
+    scaled = (features * _scale_factors(dim, features.device)).T.contiguous()
+    out = features.new_empty(dim + 1, n)
+    suffix = torch.zeros_like(scaled[0])
+    for j in range(dim, 0, -1):  # same order of additions as pydensecrf
+        torch.sub(suffix, scaled[j - 1], alpha=j, out=out[j])
+        suffix += scaled[j - 1]
+    out[0] = suffix
+    return out.T
 
 
 def simplex(elevated: torch.Tensor
@@ -136,34 +136,42 @@ def simplex(elevated: torch.Tensor
         (its coordinates are multiples of ``d + 1``); ``rank`` (N, d + 1)
         int64, the position of each coordinate's offset from ``rem0`` in
         decreasing order (ties: the earlier coordinate ranks higher);
-        ``weights`` (N, d + 1) float32 barycentric weights of the vertices
-        of remainder 0 .. d (each row sums to 1).
+        ``weights`` (N, d + 1) float32 contiguous barycentric weights of
+        the vertices of remainder 0 .. d (each row sums to 1).  ``rem0``
+        and ``rank`` are transposed views of coordinate-major arrays.
     """
-    n, k = elevated.shape
+    e = elevated.T.contiguous()  # (k, N): every coordinate contiguous
+    k, n = e.shape
     dim = k - 1
     down = 1.0 / k
-    up = torch.ceil(elevated * down) * k
-    low = torch.floor(elevated * down) * k
-    rem0 = torch.where(up - elevated < elevated - low, up, low)
-    total = torch.div(rem0.sum(1), k, rounding_mode='floor').long()
-    diff = elevated - rem0
-    rank = torch.zeros(n, k, dtype=torch.long, device=elevated.device)
-    for i in range(dim):  # pairwise comparisons, as in pydensecrf
-        for j in range(i + 1, k):
-            later_larger = diff[:, i] < diff[:, j]
-            rank[:, i] += later_larger
-            rank[:, j] += ~later_larger
-    rank += total[:, None]
+    up = torch.ceil(e * down) * k
+    low = torch.floor(e * down) * k
+    rem0 = torch.where(up - e < e - low, up, low)
+    del up, low
+    total = torch.div(rem0.sum(0), k, rounding_mode='floor').long()
+    diff = e - rem0
+    # rank_m = #{j > m: diff_m < diff_j} + #{i < m: diff_i >= diff_m}, the
+    # counts of pydensecrf's pairwise loop, as one product over the pairs
+    first, second = torch.triu_indices(k, k, 1, device=e.device)
+    later_larger = (diff[first] < diff[second]).float()  # (pairs, N)
+    to_first = F.one_hot(first, k).T.float()  # (k, pairs)
+    to_second = F.one_hot(second, k).T.float()
+    rank = ((to_first - to_second) @ later_larger).add_(
+        to_second.sum(1, keepdim=True)).long()
+    del diff, later_larger
+    rank += total
     rem0 = rem0.long()
     shift = k * ((rank < 0).long() - (rank > dim).long())
     rank += shift
     rem0 += shift
-    delta = (elevated - rem0.float()) * down
-    bary = elevated.new_zeros(n, k + 1)
-    bary.scatter_add_(1, dim - rank, delta)
-    bary.scatter_add_(1, dim - rank + 1, -delta)
+    del shift
+    delta = ((e - rem0.float()) * down).T.contiguous()  # (N, k)
+    slot = (dim - rank).T.contiguous()
+    bary = e.new_zeros(n, k + 1)
+    bary.scatter_add_(1, slot, delta)
+    bary.scatter_add_(1, slot + 1, -delta)
     bary[:, 0] += 1.0 + bary[:, k]
-    return rem0, rank, bary[:, :k].contiguous()
+    return rem0.T, rank.T, bary[:, :k].contiguous()
 
 
 def vertex_codes(rem0: torch.Tensor, rank: torch.Tensor,
@@ -184,38 +192,41 @@ def vertex_codes(rem0: torch.Tensor, rank: torch.Tensor,
         image: (N,) int64 image index of each point.
 
     Returns:
-        tuple: codes (N, d + 1) int64 (column ``r`` is vertex ``r``) and
-        the (d,) int64 digit weights of the key coordinates.
+        tuple: codes (N, d + 1) int64 contiguous (column ``r`` is vertex
+        ``r``) and the (d,) int64 digit weights of the key coordinates.
 
     Raises:
         ValueError: the keys need more than 62 bits (features spanning
             millions of standard deviations).
     """
-    k = rem0.shape[1]
+    rem0, rank = rem0.T.contiguous(), rank.T.contiguous()  # (k, N)
+    k, n = rem0.shape
     dim = k - 1
-    coords = rem0[:, :dim]
-    low = coords.amin(0) - 2 * k
-    span = coords.amax(0) - low + 2 * k + 1  # (d,)
+    low = rem0[:dim].amin(1) - 2 * k
+    span = rem0[:dim].amax(1) - low + 2 * k + 1  # (d,)
     sizes = [int(s) for s in span.tolist()] + [int(image.max()) + 1]
     if sum(math.log2(s) for s in sizes) >= 62:
         raise ValueError(
             'the lattice keys do not fit into 62 bits: the features span '
             f'{sizes[:-1]} lattice cells (use larger standard deviations or '
             'smaller images)')
-    steps = torch.ones(dim, dtype=torch.long, device=rem0.device)
+    steps = [1] * dim
     for i in range(dim - 2, -1, -1):
-        steps[i] = steps[i + 1] * span[i + 1]
-    image_step = int(steps[0]) * sizes[0]
-    base = ((coords - low) * steps).sum(1) + image * image_step  # (N,)
-    # weight of the coordinates of each rank; codes subtract (d + 1) times
-    # the weights of the ranks above d - r
+        steps[i] = steps[i + 1] * sizes[i + 1]
+    base = image * (steps[0] * sizes[0])
+    for i in range(dim):
+        base += (rem0[i] - int(low[i])) * steps[i]
+    # by_rank[t]: digit weight of the coordinates of rank t
+    weights = torch.tensor(steps, device=rem0.device)
     by_rank = torch.zeros_like(rem0)
-    by_rank.scatter_add_(1, rank[:, :dim], steps.expand(rem0.shape[0], dim))
-    above = by_rank.flip(1).cumsum(1)  # [:, s] = sum of ranks >= d - s
-    r = torch.arange(k, device=rem0.device)
-    codes = base[:, None] + r * int(steps.sum())
-    codes[:, 1:] -= k * above[:, :dim]
-    return codes, steps
+    by_rank.scatter_add_(0, rank[:dim], weights[:, None].expand(dim, n))
+    codes = rem0.new_empty(n, k)
+    codes[:, 0] = base
+    above = torch.zeros_like(base)
+    for r in range(1, k):  # the ranks above d - r take r - (d + 1)
+        above += by_rank[dim - r + 1]
+        torch.sub(base + r * sum(steps), above, alpha=k, out=codes[:, r])
+    return codes, weights
 
 
 def _csr(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor,
@@ -266,22 +277,20 @@ class PermutohedralLattice:
         codes, steps = vertex_codes(rem0, rank, image)
         del rem0, rank, image
         codes, order = torch.sort(codes.view(-1))
-        is_new = torch.ones_like(codes, dtype=torch.bool)
-        is_new[1:] = codes[1:] != codes[:-1]
-        unique = codes[is_new]
+        unique, vertex, counts = torch.unique_consecutive(
+            codes, return_inverse=True, return_counts=True)
+        del codes
         self.num_vertices = m = int(unique.numel())
         if on_vertices is not None:
             on_vertices(m)
-        vertex = is_new.cumsum(0) - 1  # vertex of each sorted entry
-        del codes, is_new
         weights = weights.view(-1)
         # splat: rows = vertices (entries sorted by vertex), cols = points
         crow = torch.zeros(m + 1, dtype=torch.long, device=device)
-        crow[1:] = torch.bincount(vertex, minlength=m).cumsum(0)
+        torch.cumsum(counts, 0, out=crow[1:])
+        del counts
         self.splat = _csr(crow, order // k, weights[order], (m, points))
         # slice: rows = points, cols = their d + 1 vertices
-        inverse = torch.empty_like(vertex)
-        inverse[order] = vertex
+        inverse = torch.empty_like(vertex).scatter_(0, order, vertex)
         del order, vertex
         alpha = 1.0 / (1.0 + 2.0**-dim)
         self.slice = _csr(
@@ -306,9 +315,14 @@ class PermutohedralLattice:
         delta = -int(steps.sum())
         if j < dim:
             delta += (dim + 1) * int(steps[j])
-        wanted = torch.cat([unique + delta, unique - delta])
+        wanted = unique + delta
         pos = torch.searchsorted(unique, wanted).clamp_max(m - 1)
-        return torch.where(unique[pos] == wanted, pos, m)
+        found = unique[pos] == wanted
+        back = torch.where(found, pos, m)
+        # the forward neighbour relation is the inverse of the backward one
+        forward = torch.full_like(back, m)
+        forward[back[found]] = torch.arange(m, device=unique.device)[found]
+        return torch.cat([back, forward])
 
     def filter(self, values: torch.Tensor) -> torch.Tensor:
         """Splat, blur along the d + 1 directions in order, slice.
@@ -323,10 +337,11 @@ class PermutohedralLattice:
         channels = values.shape[1]
         grid = values.new_zeros(m + 1, channels)
         spare = values.new_zeros(m + 1, channels)
+        pair = values.new_empty(2 * m, channels)
         grid[:m] = self.splat @ values
         for index in self.neighbours:
-            pair = grid.index_select(0, index).view(2, m, channels)
-            torch.add(pair[0], pair[1], out=spare[:m])
-            spare[:m].mul_(0.5).add_(grid[:m])
+            torch.index_select(grid, 0, index, out=pair)
+            torch.add(grid[:m], pair[:m], alpha=0.5, out=spare[:m])
+            spare[:m].add_(pair[m:], alpha=0.5)
             grid, spare = spare, grid
         return self.slice @ grid[:m]

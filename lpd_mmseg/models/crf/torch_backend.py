@@ -19,8 +19,8 @@ __all__ = ['dense_crf_torch', 'dense_crf_torch_bytes', 'unary_from_probs',
 #: Memory budget that picks the default number of images refined together.
 CHUNK_BUDGET_BYTES = 1 << 30
 
-#: Spatial lattices depend only on (H, W, sxy, device): kept for reuse.
-_SPATIAL_CACHE: Dict[tuple, PermutohedralLattice] = {}
+#: Position-only kernels depend only on (H, W, sxy, device): kept for reuse.
+_SPATIAL_CACHE: Dict[tuple, 'NormalizedKernel'] = {}
 _SPATIAL_CACHE_SIZE = 4
 
 
@@ -125,22 +125,6 @@ def pixel_features(height: int, width: int, sxy: float,
     return torch.cat([position.expand(len(images), -1, -1), colour], -1)
 
 
-def _spatial_lattice(height: int, width: int, sxy: float, device,
-                     on_vertices) -> PermutohedralLattice:
-    """The (cached) position-only lattice of an H x W image."""
-    key = (height, width, float(sxy), str(device))
-    if key not in _SPATIAL_CACHE:
-        lattice = PermutohedralLattice(
-            pixel_features(height, width, sxy, device=device), on_vertices)
-        if len(_SPATIAL_CACHE) >= _SPATIAL_CACHE_SIZE:
-            _SPATIAL_CACHE.pop(next(iter(_SPATIAL_CACHE)))
-        _SPATIAL_CACHE[key] = lattice
-    lattice = _SPATIAL_CACHE[key]
-    if on_vertices is not None:
-        on_vertices(lattice.num_vertices)
-    return lattice
-
-
 class NormalizedKernel:
     """``Kn = D^-1/2 K D^-1/2`` with ``K`` a lattice filter and ``D = K 1``.
 
@@ -149,12 +133,10 @@ class NormalizedKernel:
         shared: The lattice holds one image whose filter applies to every
             image of the batch (the position-only kernel); otherwise it
             holds the B images side by side.
-        batch: Number of images B.
     """
 
-    def __init__(self, lattice: PermutohedralLattice, shared: bool,
-                 batch: int):
-        self.lattice, self.shared, self.batch = lattice, shared, batch
+    def __init__(self, lattice: PermutohedralLattice, shared: bool):
+        self.lattice, self.shared = lattice, shared
         points = lattice.shape[0] * lattice.shape[1]
         ones = torch.ones(points, 1, device=lattice.slice.device)
         norm = (lattice.filter(ones) + 1e-20).rsqrt()  # (points, 1)
@@ -174,6 +156,20 @@ class NormalizedKernel:
         return out.reshape(b, c, n) * self.inv_sqrt_norm
 
 
+def spatial_kernel(height: int, width: int, sxy: float,
+                   device) -> NormalizedKernel:
+    """The position-only kernel of an H x W image, built once and cached
+    (the last few sizes are kept)."""
+    key = (height, width, float(sxy), str(device))
+    if key not in _SPATIAL_CACHE:
+        lattice = PermutohedralLattice(
+            pixel_features(height, width, sxy, device=device))
+        if len(_SPATIAL_CACHE) >= _SPATIAL_CACHE_SIZE:
+            _SPATIAL_CACHE.pop(next(iter(_SPATIAL_CACHE)))
+        _SPATIAL_CACHE[key] = NormalizedKernel(lattice, shared=True)
+    return _SPATIAL_CACHE[key]
+
+
 def build_kernels(images: torch.Tensor, params: DenseCRFParams,
                   on_vertices: Optional[Callable[[int], None]] = None
                   ) -> List[Tuple[float, NormalizedKernel]]:
@@ -187,19 +183,19 @@ def build_kernels(images: torch.Tensor, params: DenseCRFParams,
     Returns:
         list[tuple[float, NormalizedKernel]]: ``(compat, kernel)`` pairs.
     """
-    b, _, h, w = images.shape
+    _, _, h, w = images.shape
     terms = []
     if params.gaussian_compat > 0:
-        lattice = _spatial_lattice(h, w, params.gaussian_sxy, images.device,
-                                   on_vertices)
-        terms.append((float(params.gaussian_compat),
-                      NormalizedKernel(lattice, True, b)))
+        kernel = spatial_kernel(h, w, params.gaussian_sxy, images.device)
+        if on_vertices is not None:
+            on_vertices(kernel.lattice.num_vertices)
+        terms.append((float(params.gaussian_compat), kernel))
     if params.bilateral_compat > 0:
         features = pixel_features(h, w, params.bilateral_sxy, images,
                                   params.bilateral_srgb)
         lattice = PermutohedralLattice(features, on_vertices)
         terms.append((float(params.bilateral_compat),
-                      NormalizedKernel(lattice, False, b)))
+                      NormalizedKernel(lattice, shared=False)))
     return terms
 
 
