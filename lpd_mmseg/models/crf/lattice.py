@@ -299,6 +299,7 @@ class PermutohedralLattice:
         del inverse
         self.neighbours = torch.stack(
             [self._neighbours(unique, steps, j) for j in range(k)])
+        self._cache = {}
 
     @staticmethod
     def _neighbours(unique: torch.Tensor, steps: torch.Tensor,
@@ -334,14 +335,26 @@ class PermutohedralLattice:
             torch.Tensor: (B N, C) float32 filtered values.
         """
         m = self.num_vertices
-        channels = values.shape[1]
-        grid = values.new_zeros(m + 1, channels)
-        spare = values.new_zeros(m + 1, channels)
-        pair = values.new_empty(2 * m, channels)
-        grid[:m] = self.splat @ values
+        grid, spare, pair = self._buffers(values)
+        torch.mm(self.splat, values, out=grid[:m])
         for index in self.neighbours:
             torch.index_select(grid, 0, index, out=pair)
             torch.add(grid[:m], pair[:m], alpha=0.5, out=spare[:m])
             spare[:m].add_(pair[m:], alpha=0.5)
             grid, spare = spare, grid
         return self.slice @ grid[:m]
+
+    def _buffers(self, values: torch.Tensor):
+        """Blur buffers for ``values``' channel count, kept for reuse.
+
+        Two ``(M + 1, C)`` grids whose last row (the missing neighbour)
+        stays 0, and the ``(2 M, C)`` gathered neighbour pairs.
+        """
+        key = (values.shape[1], values.dtype)
+        if key not in self._cache:
+            m, c = self.num_vertices, values.shape[1]
+            self._cache.clear()  # one channel count at a time
+            self._cache[key] = (values.new_zeros(m + 1, c),
+                                values.new_zeros(m + 1, c),
+                                values.new_empty(2 * m, c))
+        return self._cache[key]

@@ -140,20 +140,24 @@ class NormalizedKernel:
         points = lattice.shape[0] * lattice.shape[1]
         ones = torch.ones(points, 1, device=lattice.slice.device)
         norm = (lattice.filter(ones) + 1e-20).rsqrt()  # (points, 1)
-        n = lattice.shape[1]
-        self.inv_sqrt_norm = norm.view(-1, 1, n) if not shared else \
-            norm.view(1, 1, n)
+        batch, n = lattice.shape[:2]
+        self.inv_sqrt_norm = norm.view(batch, 1, n)  # receiver side
+        self.inv_sqrt_norm_t = norm.view(batch, n, 1)  # sender side
 
     def __call__(self, q: torch.Tensor) -> torch.Tensor:
         """(B, C, N) -> (B, C, N) normalised filter of ``q``."""
         b, c, n = q.shape
-        q = q * self.inv_sqrt_norm
         if self.shared:  # (N, B C) through one lattice
-            out = self.lattice.filter(q.reshape(b * c, n).T.contiguous()).T
+            sent = q.new_empty(n, b * c)  # contiguous, for the products
+            torch.mul(q.reshape(b * c, n).T, self.inv_sqrt_norm_t[0],
+                      out=sent)
+            out = self.lattice.filter(sent).T.reshape(b, c, n)
         else:  # (B N, C)
-            out = self.lattice.filter(q.transpose(1, 2).reshape(b * n, c))
+            sent = q.new_empty(b, n, c)
+            torch.mul(q.transpose(1, 2), self.inv_sqrt_norm_t, out=sent)
+            out = self.lattice.filter(sent.view(b * n, c))
             out = out.view(b, n, c).transpose(1, 2)
-        return out.reshape(b, c, n) * self.inv_sqrt_norm
+        return torch.mul(out, self.inv_sqrt_norm)
 
 
 def spatial_kernel(height: int, width: int, sxy: float,
@@ -213,9 +217,9 @@ def mean_field(unary: torch.Tensor, terms, iterations: int) -> torch.Tensor:
     q = torch.softmax(-unary, dim=1)
     for _ in range(iterations):
         sender = q.clamp_min(TINY)
-        logits = -unary
+        logits = unary.neg()
         for compat, kernel in terms:
-            logits = logits + compat * kernel(sender)
+            logits.add_(kernel(sender), alpha=compat)
         q = torch.softmax(logits, dim=1)
     return q
 
