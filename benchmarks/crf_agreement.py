@@ -5,7 +5,9 @@ On generated tissue-like probability maps and matching noisy H&E-coloured
 images (paper parameters, 2 to 5 classes), in one run:
 
 (a) argmax pixel agreement and mean |dp| of ``dense_crf_torch`` (the
-    permutohedral lattice) with ``dense_crf_pydensecrf`` at full resolution;
+    permutohedral lattice) with ``dense_crf_pydensecrf`` at full resolution,
+    and of the variant that blurs the position-only kernel exactly
+    (separable dense products) instead of on a lattice;
 (b) seconds per image of both backends at each ``--timing-sizes`` side and
     each ``--threads`` setting, alternating the backends so that load from
     other jobs hits both; pydensecrf always runs on one thread;
@@ -54,7 +56,12 @@ from lpd_mmseg.models.crf import (  # noqa: E402
     dense_crf_torch_bytes,
     import_pydensecrf,
 )
-from lpd_mmseg.models.crf.torch_backend import pixel_features  # noqa: E402
+from lpd_mmseg.models.crf.torch_backend import (  # noqa: E402
+    build_kernels,
+    mean_field,
+    pixel_features,
+    unary_from_probs,
+)
 
 # ---------------------------------------------------------------------------
 # data
@@ -151,14 +158,60 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 # ---------------------------------------------------------------------------
+# the alternative for the position-only kernel: exact separable blur
+# ---------------------------------------------------------------------------
+class ExactSpatialKernel:
+    """Symmetrically normalised exact Gaussian on pixel positions.
+
+    Separable: ``K q = G_h q G_w`` with dense ``(H, H)`` and ``(W, W)``
+    Gaussian matrices, every pixel pair, the pixel itself included.
+    """
+
+    def __init__(self, height: int, width: int, sxy: float):
+        def gaussian(size):
+            idx = torch.arange(size, dtype=torch.float32)
+            return torch.exp(-(idx[:, None] - idx[None]).square() /
+                             (2 * sxy * sxy))
+
+        self.rows, self.cols = gaussian(height), gaussian(width)
+        self.shape = (height, width)
+        ones = torch.ones(1, 1, height * width)
+        self.inv_sqrt_norm = self.blur(ones).rsqrt()
+
+    def blur(self, q: torch.Tensor) -> torch.Tensor:
+        """(B, C, N) -> (B, C, N) unnormalised exact Gaussian sum."""
+        b, c, _ = q.shape
+        out = self.rows @ q.view(b, c, *self.shape) @ self.cols
+        return out.reshape(b, c, -1)
+
+    def __call__(self, q: torch.Tensor) -> torch.Tensor:
+        return self.inv_sqrt_norm * self.blur(q * self.inv_sqrt_norm)
+
+
+@torch.no_grad()
+def dense_crf_exact_spatial(probs: torch.Tensor, images: torch.Tensor,
+                            params: DenseCRFParams) -> torch.Tensor:
+    """The torch backend with the exact position-only kernel."""
+    b, c, h, w = probs.shape
+    terms = build_kernels(images.float(), dataclasses.replace(
+        params, gaussian_compat=0.0))
+    terms.insert(0, (float(params.gaussian_compat),
+                     ExactSpatialKernel(h, w, params.gaussian_sxy)))
+    q = mean_field(unary_from_probs(probs).flatten(2), terms,
+                   params.iterations)
+    return q.view(b, c, h, w)
+
+
+# ---------------------------------------------------------------------------
 # measurements
 # ---------------------------------------------------------------------------
-def agreement(cases, params: DenseCRFParams) -> Dict[str, object]:
-    """Argmax agreement and mean |dp| of the lattice vs pydensecrf."""
+def agreement(cases, params: DenseCRFParams,
+              solver: Callable = dense_crf_torch) -> Dict[str, object]:
+    """Argmax agreement and mean |dp| of a torch solver vs pydensecrf."""
     agree, mad, changed = [], [], []
     for probs, image in cases:
         ref = dense_crf_pydensecrf(probs, image, params)
-        out = dense_crf_torch(*to_batch([(probs, image)]), params)[0].numpy()
+        out = solver(*to_batch([(probs, image)]), params)[0].numpy()
         agree.append(float((out.argmax(0) == ref.argmax(0)).mean()))
         mad.append(float(np.abs(out - ref).mean()))
         # agreement is informative only where the CRF changes the labels
@@ -204,12 +257,18 @@ def timing(args, params: DenseCRFParams,
         for threads in args.threads:
             torch.set_num_threads(threads)
             fns = {'torch': lambda: dense_crf_torch(probs, images, params)}
+            if size <= 512:  # (H, H) and (W, W) dense matrices
+                fns['torch_exact_spatial'] = lambda: dense_crf_exact_spatial(
+                    probs, images, params)
             if have_pydensecrf:
                 fns['pydensecrf'] = lambda: [
                     dense_crf_pydensecrf(p, im, params) for p, im in cases]
             seconds = alternate(fns, args.repeats)
             row = dict(size=size, images=count, torch_threads=threads,
                        torch_s_per_image=seconds['torch'] / count)
+            if 'torch_exact_spatial' in seconds:
+                row['torch_exact_spatial_s_per_image'] = (
+                    seconds['torch_exact_spatial'] / count)
             if have_pydensecrf:
                 row['pydensecrf_s_per_image'] = seconds['pydensecrf'] / count
                 row['torch_over_pydensecrf_speed'] = (
@@ -308,11 +367,14 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
                   settings={k: v for k, v in vars(args).items()
                             if k != 'out'})
     torch.set_num_threads(1)
-    report['agreement'] = agreement(
-        make_cases(args.seed, args.num_images, args.size),
-        params) if have_pydensecrf else None
-    print('agreement:', {k: v for k, v in (report['agreement'] or {}).items()
-                         if not k.startswith('per_image')}, flush=True)
+    cases = make_cases(args.seed, args.num_images, args.size)
+    report['agreement'] = agreement(cases, params) if have_pydensecrf \
+        else None
+    report['agreement_exact_spatial'] = agreement(
+        cases, params, dense_crf_exact_spatial) if have_pydensecrf else None
+    for key in ('agreement', 'agreement_exact_spatial'):
+        print(f'{key}:', {k: v for k, v in (report[key] or {}).items()
+                          if not k.startswith('per_image')}, flush=True)
     report['timing'] = timing(args, params, have_pydensecrf)
     report['cuda_timing'] = cuda_timing(args, params, have_pydensecrf)
     if args.region:
