@@ -25,6 +25,7 @@ Writes JSON (environment, command, settings, every measurement)::
 """
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -38,14 +39,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from benchmarks.common import (  # noqa: E402
-    RESULTS,
-    command_line,
-    environment,
-    peak_rss_mb,
-    reset_peak_rss,
-    write_json,
-)
+from benchmarks import common  # noqa: E402
 from lpd_mmseg.models.crf import (  # noqa: E402
     DEFAULT_MAX_MEMORY_GB,
     DenseCRFParams,
@@ -124,7 +118,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         description=__doc__.split('\n\n')[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
-    add('--out', default=os.path.join(RESULTS, 'crf_agreement.json'),
+    add('--out', default=os.path.join(common.RESULTS, 'crf_agreement.json'),
         help='JSON file to write')
     add('--size', type=int, default=224,
         help='side of the square maps used for the agreement')
@@ -142,6 +136,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     add('--region', type=int, default=2048,
         help='side of the memory-check region (0 skips it)')
     add('--seed', type=int, default=0, help='random seed')
+    add('--render', metavar='JSON',
+        help='only print the Markdown tables of an earlier report')
     add('--quick', action='store_true',
         help='smoke run: 64 px agreement on 2 maps, 96 px timing, 256 px '
         'region, 1 repeat')
@@ -332,7 +328,7 @@ def region_memory(size: int, params: DenseCRFParams,
     crf = build_crf(dict(backend='torch'))
     scores = torch.from_numpy(probs).log()
     before = current_rss_mb()
-    reset_peak_rss()
+    common.reset_peak_rss()
     start = time.perf_counter()
     crf(scores, image_t)
     seconds = time.perf_counter() - start
@@ -345,13 +341,62 @@ def region_memory(size: int, params: DenseCRFParams,
         worst_case_estimate_gib=dense_crf_torch_bytes(size, size, 5,
                                                       params) / gib,
         max_memory_gb=DEFAULT_MAX_MEMORY_GB,
-        peak_rss_increase_gib=(peak_rss_mb() - before) / 1024,
+        peak_rss_increase_gib=(common.peak_rss_mb() - before) / 1024,
         within_default_guard=True)
 
 
+def render(report: Dict[str, object]) -> str:
+    """Markdown tables of a report (written next to the JSON)."""
+    lines = [f"Command: `{report['command']}`; {report['environment']['date']}"
+             f", {report['environment']['cpu_count']} CPUs, load average "
+             f"{report['load_average_1min_at_start']:.1f} at the start.", '']
+    lines += ['| torch solver | argmax agreement with pydensecrf, mean (min) '
+              '| mean abs prob diff |', '|---|---|---|']
+    for key, name in (('agreement', 'lattice (default)'),
+                      ('agreement_exact_spatial',
+                       'lattice + exact position-only kernel')):
+        row = report.get(key)
+        if row:
+            lines.append(
+                f"| {name} | {100 * row['argmax_agreement_mean']:.2f} % "
+                f"({100 * row['argmax_agreement_min']:.2f} %) "
+                f"| {row['mean_abs_prob_diff_mean']:.2g} |")
+    lines += ['', '| side | torch threads | lattice s/image | exact '
+              'position-only s/image | pydensecrf s/image | speed ratio '
+              'lattice / pydensecrf |', '|---|---|---|---|---|---|']
+
+    def cell(row, key, fmt='{:.3f}'):
+        return fmt.format(row[key]) if key in row else '-'
+
+    for row in report['timing']:
+        lines.append(
+            f"| {row['size']} | {row['torch_threads']} "
+            f"| {cell(row, 'torch_s_per_image')} "
+            f"| {cell(row, 'torch_exact_spatial_s_per_image')} "
+            f"| {cell(row, 'pydensecrf_s_per_image')} "
+            f"| {cell(row, 'torch_over_pydensecrf_speed', '{:.2f}')} |")
+    region = report.get('region')
+    if region:
+        lines += ['', f"{region['size']} px region, {region['classes']} "
+                  f"channels: {region['bilateral_vertices']} bilateral and "
+                  f"{region['spatial_vertices']} position-only vertices; "
+                  f"estimate {region['estimate_gib']:.2f} GiB (worst case "
+                  f"{region['worst_case_estimate_gib']:.2f} GiB) against "
+                  f"the default max_memory_gb={region['max_memory_gb']}; "
+                  'measured peak resident memory increase '
+                  f"{region['peak_rss_increase_gib']:.2f} GiB; "
+                  f"{region['seconds']:.1f} s."]
+    return '\n'.join(lines) + '\n'
+
+
 def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
-    """Run the measurements and write the JSON report."""
+    """Run the measurements and write the JSON report (and Markdown)."""
     args = parse_args(argv)
+    if args.render:
+        with open(args.render) as f:
+            report = json.load(f)
+        print(render(report), end='')
+        return report
     params = DenseCRFParams()
     try:
         import_pydensecrf()
@@ -360,7 +405,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
         have_pydensecrf = False
         print('pydensecrf is not installed (`make crf`): agreement and '
               'ratios skipped, torch timing only', file=sys.stderr)
-    report = dict(command=command_line(), environment=environment(),
+    report = dict(command=common.command_line(),
+                  environment=common.environment(),
                   load_average_1min_at_start=os.getloadavg()[0],
                   pydensecrf_available=have_pydensecrf,
                   params=dataclasses.asdict(params),
@@ -382,8 +428,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
         report['region'] = region_memory(args.region, params, args.seed + 3)
         print('region:', report['region'], flush=True)
     report['load_average_1min_at_end'] = os.getloadavg()[0]
-    write_json(args.out, report)
-    print(f'wrote {args.out}')
+    common.write_json(args.out, report)
+    markdown = os.path.splitext(args.out)[0] + '.md'
+    with open(markdown, 'w') as f:
+        f.write(render(report))
+    print(f'wrote {args.out} and {markdown}')
     return report
 
 
