@@ -179,16 +179,17 @@ def evaluate(config, checkpoint, args, crf_cfg):
     from lpd_mmseg.apis import init_segmentor
     from lpd_mmseg.apis.visualization import prototype_coverage
     from lpd_mmseg.evaluation import confusion_matrix
+    from lpd_mmseg.models.crf import (
+        allowed_channels,
+        build_crf,
+        restrict_probs,
+    )
     from lpd_mmseg.models.decode_heads.lpd_head import (
         lpd_scores,
         predicted_class_gate,
     )
     from lpd_mmseg.models.segmentors.lpd_encoder_decoder import present_classes
-    from lpd_mmseg.models.utils.crf_config import (
-        allowed_channels,
-        crf_scores,
-        restrict_probs,
-    )
+    crf = build_crf(crf_cfg)
 
     model = init_segmentor(config, checkpoint, cfg_options={
         'test_dataloader.dataset.data_root': args.data_root})
@@ -244,8 +245,7 @@ def evaluate(config, checkpoint, args, crf_cfg):
                     gate, scores[name].shape)
                 plain = restrict_probs(torch.softmax(scores[name], 0),
                                        allowed).argmax(0)
-                refined = crf_scores(scores[name], image, crf_cfg,
-                                     gate).argmax(0)
+                refined = crf(scores[name], image, gate).argmax(0)
                 confs[name] += confusion_matrix(plain, gt, 5)
                 confs[name + '+crf'] += confusion_matrix(refined, gt, 5)
     return confs, coverage
@@ -335,17 +335,15 @@ def main(argv=None):
         args = quick_settings(args)
     os.chdir(REPO)
     from lpd_mmseg.datasets.synthetic import generate_synthetic_bcss
-    from lpd_mmseg.models.crf import _import_pydensecrf
+    from lpd_mmseg.models.crf import import_pydensecrf
     backend = args.crf
     if backend == 'auto':
         try:
-            _import_pydensecrf()
+            import_pydensecrf()
             backend = 'pydensecrf'
         except ImportError:
             backend = 'torch'
     crf_cfg = dict(backend=backend)
-    if backend == 'torch' and args.quick:
-        crf_cfg.update(truncate=1.0, downsample=4)
     manifest = generate_synthetic_bcss(
         args.data_root, seed=args.data_seed, num_train=args.num_train,
         num_val=args.num_val, num_test=args.num_test, size=args.size,
