@@ -336,7 +336,10 @@ class PermutohedralLattice:
         """
         m = self.num_vertices
         grid, spare, pair = self._buffers(values)
-        torch.mm(self.splat, values, out=grid[:m])
+        if values.is_cuda:
+            grid[:m] = self.splat @ values
+        else:  # straight into the buffer
+            torch.mm(self.splat, values, out=grid[:m])
         for index in self.neighbours:
             torch.index_select(grid, 0, index, out=pair)
             torch.add(grid[:m], pair[:m], alpha=0.5, out=spare[:m])
