@@ -1,28 +1,32 @@
 #!/usr/bin/env python
-"""Compare the PyTorch dense CRF with the reference pydensecrf.
+"""Dense CRF benchmark: the PyTorch lattice backend against pydensecrf.
 
 On generated tissue-like probability maps and matching noisy H&E-coloured
-images, measures
+images (paper parameters, 2 to 5 classes), in one run:
 
-(a) argmax pixel agreement and mean absolute probability difference between
-    ``dense_crf_torch`` and ``dense_crf_pydensecrf`` (same DenseCRFParams, the
-    paper's defaults), for each requested ``--downsample`` setting;
-(b) time per image of each backend at ``--timing-size`` (224 by default):
-    pydensecrf on CPU, torch on CPU and, when available, on CUDA.
+(a) argmax pixel agreement and mean |dp| of ``dense_crf_torch`` (the
+    permutohedral lattice) with ``dense_crf_pydensecrf`` at full resolution,
+    and of the variant that blurs the position-only kernel exactly
+    (separable dense products) instead of on a lattice;
+(b) seconds per image of both backends at each ``--timing-sizes`` side and
+    each ``--threads`` setting, alternating the backends so that load from
+    other jobs hits both; pydensecrf always runs on one thread;
+    ``torch_over_pydensecrf_speed`` > 1 means the lattice is faster;
+(c) with CUDA, batched lattice throughput against pydensecrf's;
+(d) a ``--region`` x ``--region`` 5-class map refined through
+    ``build_crf(dict(backend='torch'))``: estimated memory (worst case and
+    with the real vertex counts) against the default ``max_memory_gb``
+    guard, and the measured peak resident memory.
 
-Writes machine-readable JSON (device, torch version, date, command, settings
-and every measurement).  Example::
+Writes JSON (environment, command, settings, every measurement)::
 
-    python benchmarks/crf_agreement.py --size 128 --num-images 8 \\
-        --downsample 1 2 3
+    python benchmarks/crf_agreement.py                 # ~10 min on 2 cores
+    python benchmarks/crf_agreement.py --quick         # smoke run
 """
 import argparse
 import dataclasses
-import datetime
 import json
 import os
-import platform
-import shlex
 import sys
 import time
 from typing import Callable, Dict, List, Optional, Tuple
@@ -35,57 +39,32 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
+from benchmarks import common  # noqa: E402
 from lpd_mmseg.models.crf import (  # noqa: E402
+    DEFAULT_MAX_MEMORY_GB,
     DenseCRFParams,
+    PermutohedralLattice,
+    build_crf,
     dense_crf_pydensecrf,
     dense_crf_torch,
+    dense_crf_torch_bytes,
+    import_pydensecrf,
+)
+from lpd_mmseg.models.crf.torch_backend import (  # noqa: E402
+    build_kernels,
+    mean_field,
+    pixel_features,
+    unary_from_probs,
 )
 
+# ---------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------
 # H&E-like colours: tumour, stroma, lymphocytes, necrosis, background.
 PALETTE = ((205, 90, 160), (105, 60, 175), (235, 210, 225), (150, 30, 90),
            (248, 246, 248))
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    """Parse the command line."""
-    parser = argparse.ArgumentParser(
-        description=__doc__.split('\n\n')[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add = parser.add_argument
-    add('--out', default=os.path.join('benchmarks', 'results',
-                                      'crf_agreement.json'),
-        help='JSON file to write')
-    add('--size', type=int, default=128,
-        help='side of the square maps used for the agreement')
-    add('--num-images', type=int, default=8,
-        help='number of generated maps for the agreement')
-    add('--downsample', type=int, nargs='+', default=[2],
-        help='dense_crf_torch downsample settings to compare')
-    add('--truncate', type=float, default=3.0,
-        help='dense_crf_torch truncate setting')
-    add('--timing-size', type=int, default=224,
-        help='side of the square maps used for timing')
-    add('--timing-images', type=int, default=4,
-        help='images per timing run (torch gets them as one batch)')
-    add('--repeats', type=int, default=2,
-        help='timed runs per measurement, after one warm-up run; the '
-        'median is reported')
-    add('--threads', type=int, default=None,
-        help='torch CPU threads (default: torch\'s own choice); 1 gives '
-        'steadier CPU timings on a machine shared with other jobs')
-    add('--seed', type=int, default=0, help='random seed')
-    args = parser.parse_args(argv)
-    positive = ['size', 'num_images', 'timing_size', 'timing_images',
-                'repeats'] + ([] if args.threads is None else ['threads'])
-    for name in positive:
-        if getattr(args, name) < 1:
-            parser.error(f'--{name.replace("_", "-")} must be >= 1')
-    return args
-
-
-# ---------------------------------------------------------------------------
-# data
-# ---------------------------------------------------------------------------
 def smooth_noise(gen: torch.Generator, channels: int, size: int,
                  cell: int) -> torch.Tensor:
     """(channels, size, size) coarse Gaussian noise, upsampled bicubically."""
@@ -117,11 +96,12 @@ def make_case(gen: torch.Generator, num_classes: int,
     return probs, image.to(torch.uint8).numpy()
 
 
-def make_cases(seed: int, count: int,
-               size: int) -> List[Tuple[np.ndarray, np.ndarray]]:
-    """``count`` cases cycling through 2 to 5 classes."""
+def make_cases(seed: int, count: int, size: int,
+               classes: Optional[int] = None
+               ) -> List[Tuple[np.ndarray, np.ndarray]]:
+    """``count`` cases, cycling through 2 to 5 classes unless ``classes``."""
     gen = torch.Generator().manual_seed(seed)
-    return [make_case(gen, 2 + i % 4, size) for i in range(count)]
+    return [make_case(gen, classes or 2 + i % 4, size) for i in range(count)]
 
 
 def to_batch(cases: List[Tuple[np.ndarray, np.ndarray]]
@@ -132,172 +112,328 @@ def to_batch(cases: List[Tuple[np.ndarray, np.ndarray]]
     return probs, images.permute(0, 3, 1, 2)
 
 
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = parser.add_argument
+    add('--out', default=os.path.join(common.RESULTS, 'crf_agreement.json'),
+        help='JSON file to write')
+    add('--size', type=int, default=224,
+        help='side of the square maps used for the agreement')
+    add('--num-images', type=int, default=8,
+        help='number of generated maps for the agreement')
+    add('--timing-sizes', type=int, nargs='+', default=[224, 1024],
+        help='sides of the square 5-class maps used for timing')
+    add('--timing-pixels', type=int, default=4 * 224 * 224,
+        help='pixels per timing batch (images = this / side^2, >= 1)')
+    add('--threads', type=int, nargs='+', default=[1, 2],
+        help='torch CPU thread settings to time')
+    add('--repeats', type=int, default=3,
+        help='timed A/B rounds per measurement after one warm-up; the '
+        'median is reported')
+    add('--region', type=int, default=2048,
+        help='side of the memory-check region (0 skips it)')
+    add('--seed', type=int, default=0, help='random seed')
+    add('--render', metavar='JSON',
+        help='only print the Markdown tables of an earlier report')
+    add('--quick', action='store_true',
+        help='smoke run: 64 px agreement on 2 maps, 96 px timing, 256 px '
+        'region, 1 repeat')
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.size, args.num_images, args.timing_sizes = 64, 2, [96]
+        args.timing_pixels, args.repeats, args.region = 96 * 96, 1, 256
+    for name in ('size', 'num_images', 'timing_pixels', 'repeats'):
+        if getattr(args, name) < 1:
+            parser.error(f'--{name.replace("_", "-")} must be >= 1')
+    if min(args.threads) < 1 or min(args.timing_sizes) < 1:
+        parser.error('--threads and --timing-sizes must be >= 1')
+    return args
+
+
+# ---------------------------------------------------------------------------
+# the alternative for the position-only kernel: exact separable blur
+# ---------------------------------------------------------------------------
+class ExactSpatialKernel:
+    """Symmetrically normalised exact Gaussian on pixel positions.
+
+    Separable: ``K q = G_h q G_w`` with dense ``(H, H)`` and ``(W, W)``
+    Gaussian matrices, every pixel pair, the pixel itself included.
+    """
+
+    def __init__(self, height: int, width: int, sxy: float):
+        def gaussian(size):
+            idx = torch.arange(size, dtype=torch.float32)
+            return torch.exp(-(idx[:, None] - idx[None]).square() /
+                             (2 * sxy * sxy))
+
+        self.rows, self.cols = gaussian(height), gaussian(width)
+        self.shape = (height, width)
+        ones = torch.ones(1, 1, height * width)
+        self.inv_sqrt_norm = self.blur(ones).rsqrt()
+
+    def blur(self, q: torch.Tensor) -> torch.Tensor:
+        """(B, C, N) -> (B, C, N) unnormalised exact Gaussian sum."""
+        b, c, _ = q.shape
+        out = self.rows @ q.view(b, c, *self.shape) @ self.cols
+        return out.reshape(b, c, -1)
+
+    def __call__(self, q: torch.Tensor) -> torch.Tensor:
+        return self.inv_sqrt_norm * self.blur(q * self.inv_sqrt_norm)
+
+
+@torch.no_grad()
+def dense_crf_exact_spatial(probs: torch.Tensor, images: torch.Tensor,
+                            params: DenseCRFParams) -> torch.Tensor:
+    """The torch backend with the exact position-only kernel."""
+    b, c, h, w = probs.shape
+    terms = build_kernels(images.float(), dataclasses.replace(
+        params, gaussian_compat=0.0))
+    terms.insert(0, (float(params.gaussian_compat),
+                     ExactSpatialKernel(h, w, params.gaussian_sxy)))
+    q = mean_field(unary_from_probs(probs).flatten(2), terms,
+                   params.iterations)
+    return q.view(b, c, h, w)
+
+
 # ---------------------------------------------------------------------------
 # measurements
 # ---------------------------------------------------------------------------
-def agreement(cases, params: DenseCRFParams, truncate: float,
-              downsamples: List[int]) -> Dict[str, Dict]:
-    """Argmax agreement and mean |dp| of torch vs pydensecrf per downsample."""
-    refs = [dense_crf_pydensecrf(p, im, params) for p, im in cases]
-    results = {}
-    for downsample in downsamples:
-        agree, mad = [], []
-        for (probs, image), ref in zip(cases, refs):
-            out = dense_crf_torch(*to_batch([(probs, image)]), params,
-                                  truncate=truncate, downsample=downsample)
-            out = out[0].numpy()
-            agree.append(float((out.argmax(0) == ref.argmax(0)).mean()))
-            mad.append(float(np.abs(out - ref).mean()))
-        results[f'downsample={downsample}'] = {
-            'argmax_agreement_mean': float(np.mean(agree)),
-            'argmax_agreement_min': float(np.min(agree)),
-            'mean_abs_prob_diff_mean': float(np.mean(mad)),
-            'per_image_agreement': agree,
-            'per_image_mean_abs_prob_diff': mad,
-        }
-    changed = [(ref.argmax(0) != p.argmax(0)).mean()
-               for (p, _), ref in zip(cases, refs)]
-    # How much the reference CRF changes the labels: agreement is only
-    # informative where this is well above 1 - agreement.
-    results['pydensecrf_changed_argmax_fraction_mean'] = float(
-        np.mean(changed))
-    return results
-
-
-def seconds_per_call(fn: Callable[[], object], repeats: int,
-                     sync: Callable[[], None]) -> float:
-    """Median wall time of ``fn`` over ``repeats`` runs after a warm-up."""
-    fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+def agreement(cases, params: DenseCRFParams,
+              solver: Callable = dense_crf_torch) -> Dict[str, object]:
+    """Argmax agreement and mean |dp| of a torch solver vs pydensecrf."""
+    agree, mad, changed = [], [], []
+    for probs, image in cases:
+        ref = dense_crf_pydensecrf(probs, image, params)
+        out = solver(*to_batch([(probs, image)]), params)[0].numpy()
+        agree.append(float((out.argmax(0) == ref.argmax(0)).mean()))
+        mad.append(float(np.abs(out - ref).mean()))
+        # agreement is informative only where the CRF changes the labels
+        changed.append(float((ref.argmax(0) != probs.argmax(0)).mean()))
+    return {
+        'argmax_agreement_mean': float(np.mean(agree)),
+        'argmax_agreement_min': float(np.min(agree)),
+        'mean_abs_prob_diff_mean': float(np.mean(mad)),
+        'pydensecrf_changed_argmax_fraction_mean': float(np.mean(changed)),
+        'per_image_agreement': agree,
+        'per_image_mean_abs_prob_diff': mad,
+    }
 
 
 def no_sync() -> None:
     """Nothing to wait for on the CPU."""
 
 
-def timing(cases, params: DenseCRFParams, truncate: float,
-           downsamples: List[int], have_pydensecrf: bool,
-           repeats: int) -> Dict[str, float]:
-    """Seconds per image of each backend and device."""
-    n = len(cases)
-    results = {}
-    if have_pydensecrf:
-        def run_reference():
-            for probs, image in cases:
-                dense_crf_pydensecrf(probs, image, params)
-
-        results['pydensecrf_cpu_s_per_image'] = seconds_per_call(
-            run_reference, repeats, no_sync) / n
-    probs, images = to_batch(cases)
-    devices = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
-    for device in devices:
-        sync = torch.cuda.synchronize if device == 'cuda' else no_sync
-        p_dev, im_dev = probs.to(device), images.to(device)
-        for downsample in downsamples:
-            def run_torch(downsample=downsample):
-                dense_crf_torch(p_dev, im_dev, params, truncate=truncate,
-                                downsample=downsample, chunk_size=n)
-
-            key = f'torch_{device}_downsample={downsample}_s_per_image'
-            results[key] = seconds_per_call(run_torch, repeats, sync) / n
-    return results
+def alternate(fns: Dict[str, Callable[[], object]], repeats: int,
+              sync: Callable[[], None] = no_sync) -> Dict[str, float]:
+    """Median seconds of each function, run in A/B rounds after a warm-up."""
+    times = {name: [] for name in fns}
+    for name, fn in fns.items():
+        fn()
+    sync()
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
-def environment() -> Dict[str, object]:
-    """Device, versions, date and the command line."""
+def timing(args, params: DenseCRFParams,
+           have_pydensecrf: bool) -> List[Dict[str, object]]:
+    """Seconds per image of both backends per side and thread setting."""
+    rows = []
+    for size in args.timing_sizes:
+        count = max(1, args.timing_pixels // (size * size))
+        cases = make_cases(args.seed + 1, count, size, classes=5)
+        probs, images = to_batch(cases)
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            fns = {'torch': lambda: dense_crf_torch(probs, images, params)}
+            if size <= 512:  # (H, H) and (W, W) dense matrices
+                fns['torch_exact_spatial'] = lambda: dense_crf_exact_spatial(
+                    probs, images, params)
+            if have_pydensecrf:
+                fns['pydensecrf'] = lambda: [
+                    dense_crf_pydensecrf(p, im, params) for p, im in cases]
+            seconds = alternate(fns, args.repeats)
+            row = dict(size=size, images=count, torch_threads=threads,
+                       torch_s_per_image=seconds['torch'] / count)
+            if 'torch_exact_spatial' in seconds:
+                row['torch_exact_spatial_s_per_image'] = (
+                    seconds['torch_exact_spatial'] / count)
+            if have_pydensecrf:
+                row['pydensecrf_s_per_image'] = seconds['pydensecrf'] / count
+                row['torch_over_pydensecrf_speed'] = (
+                    seconds['pydensecrf'] / seconds['torch'])
+            rows.append(row)
+            print(row, flush=True)
+    return rows
+
+
+def cuda_timing(args, params: DenseCRFParams,
+                have_pydensecrf: bool) -> Optional[List[Dict[str, object]]]:
+    """Batched lattice images/s on CUDA against pydensecrf's on the CPU."""
+    if not torch.cuda.is_available():
+        return None
+    rows = []
+    for size in args.timing_sizes:
+        count = max(2, 16 * 224 * 224 // (size * size))
+        cases = make_cases(args.seed + 2, count, size, classes=5)
+        probs, images = (t.cuda() for t in to_batch(cases))
+        fns = {'torch_cuda': lambda: dense_crf_torch(probs, images, params)}
+        if have_pydensecrf:
+            fns['pydensecrf'] = lambda: [
+                dense_crf_pydensecrf(p, im, params) for p, im in cases[:2]]
+        seconds = alternate(fns, args.repeats, torch.cuda.synchronize)
+        row = dict(size=size, images=count,
+                   torch_cuda_images_per_s=count / seconds['torch_cuda'])
+        if have_pydensecrf:
+            row['pydensecrf_images_per_s'] = 2 / seconds['pydensecrf']
+            row['cuda_over_pydensecrf_images_per_s'] = (
+                row['torch_cuda_images_per_s'] /
+                row['pydensecrf_images_per_s'])
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
+def current_rss_mb() -> float:
+    """Resident memory of this process now, in MiB (0 if unknown)."""
     try:
-        import pydensecrf  # noqa: F401
-        have_pydensecrf = True
-    except ImportError:
-        have_pydensecrf = False
-    cuda = torch.cuda.is_available()
-    now = datetime.datetime.now(datetime.timezone.utc)
-    return {
-        'date': now.isoformat(timespec='seconds'),
-        'command': shlex.join(['python'] + sys.argv),
-        'torch_version': torch.__version__,
-        'numpy_version': np.__version__,
-        'python_version': platform.python_version(),
-        'cpu': cpu_name(),
-        'cpu_count': os.cpu_count(),
-        'torch_cpu_threads': torch.get_num_threads(),
-        # Other processes on the machine slow the CPU timings down.
-        'load_average_1min_at_start': os.getloadavg()[0],
-        'cuda_device': torch.cuda.get_device_name(0) if cuda else None,
-        'pydensecrf_available': have_pydensecrf,
-    }
-
-
-def cpu_name() -> str:
-    """CPU model name from /proc/cpuinfo, else platform.processor()."""
-    try:
-        with open('/proc/cpuinfo') as f:
+        with open('/proc/self/status') as f:
             for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
+                if line.startswith('VmRSS:'):
+                    return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return platform.processor() or 'unknown'
+    return 0.0
+
+
+def region_memory(size: int, params: DenseCRFParams,
+                  seed: int) -> Dict[str, object]:
+    """Refine one ``size`` x ``size`` 5-class map through ``build_crf``."""
+    probs, image = make_case(torch.Generator().manual_seed(seed), 5, size)
+    image_t = torch.from_numpy(image).permute(2, 0, 1).float()
+    features = pixel_features(size, size, params.bilateral_sxy,
+                              image_t[None], params.bilateral_srgb)
+    vertices = (
+        PermutohedralLattice(pixel_features(size, size,
+                                            params.gaussian_sxy)).num_vertices,
+        PermutohedralLattice(features).num_vertices)
+    del features
+    crf = build_crf(dict(backend='torch'))
+    scores = torch.from_numpy(probs).log()
+    before = current_rss_mb()
+    common.reset_peak_rss()
+    start = time.perf_counter()
+    crf(scores, image_t)
+    seconds = time.perf_counter() - start
+    gib = 2**30
+    return dict(
+        size=size, classes=5, seconds=seconds,
+        spatial_vertices=vertices[0], bilateral_vertices=vertices[1],
+        estimate_gib=dense_crf_torch_bytes(size, size, 5, params,
+                                           vertices=vertices) / gib,
+        worst_case_estimate_gib=dense_crf_torch_bytes(size, size, 5,
+                                                      params) / gib,
+        max_memory_gb=DEFAULT_MAX_MEMORY_GB,
+        peak_rss_increase_gib=(common.peak_rss_mb() - before) / 1024,
+        within_default_guard=True)
+
+
+def render(report: Dict[str, object]) -> str:
+    """Markdown tables of a report (written next to the JSON)."""
+    lines = [f"Command: `{report['command']}`; {report['environment']['date']}"
+             f", {report['environment']['cpu_count']} CPUs, load average "
+             f"{report['load_average_1min_at_start']:.1f} at the start.", '']
+    lines += ['| torch solver | argmax agreement with pydensecrf, mean (min) '
+              '| mean abs prob diff |', '|---|---|---|']
+    for key, name in (('agreement', 'lattice (default)'),
+                      ('agreement_exact_spatial',
+                       'lattice + exact position-only kernel')):
+        row = report.get(key)
+        if row:
+            lines.append(
+                f"| {name} | {100 * row['argmax_agreement_mean']:.2f} % "
+                f"({100 * row['argmax_agreement_min']:.2f} %) "
+                f"| {row['mean_abs_prob_diff_mean']:.2g} |")
+    lines += ['', '| side | torch threads | lattice s/image | exact '
+              'position-only s/image | pydensecrf s/image | speed ratio '
+              'lattice / pydensecrf |', '|---|---|---|---|---|---|']
+
+    def cell(row, key, fmt='{:.3f}'):
+        return fmt.format(row[key]) if key in row else '-'
+
+    for row in report['timing']:
+        lines.append(
+            f"| {row['size']} | {row['torch_threads']} "
+            f"| {cell(row, 'torch_s_per_image')} "
+            f"| {cell(row, 'torch_exact_spatial_s_per_image')} "
+            f"| {cell(row, 'pydensecrf_s_per_image')} "
+            f"| {cell(row, 'torch_over_pydensecrf_speed', '{:.2f}')} |")
+    region = report.get('region')
+    if region:
+        lines += ['', f"{region['size']} px region, {region['classes']} "
+                  f"channels: {region['bilateral_vertices']} bilateral and "
+                  f"{region['spatial_vertices']} position-only vertices; "
+                  f"estimate {region['estimate_gib']:.2f} GiB (worst case "
+                  f"{region['worst_case_estimate_gib']:.2f} GiB) against "
+                  f"the default max_memory_gb={region['max_memory_gb']}; "
+                  'measured peak resident memory increase '
+                  f"{region['peak_rss_increase_gib']:.2f} GiB; "
+                  f"{region['seconds']:.1f} s."]
+    return '\n'.join(lines) + '\n'
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
-    """Run the measurements and write the JSON report."""
+    """Run the measurements and write the JSON report (and Markdown)."""
     args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    if args.render:
+        with open(args.render) as f:
+            report = json.load(f)
+        print(render(report), end='')
+        return report
     params = DenseCRFParams()
-    report = environment()
-    report['params'] = dataclasses.asdict(params)
-    report['settings'] = {
-        key: getattr(args, key)
-        for key in ('size', 'num_images', 'downsample', 'truncate',
-                    'timing_size', 'timing_images', 'repeats', 'threads',
-                    'seed')
-    }
-    if report['pydensecrf_available']:
-        cases = make_cases(args.seed, args.num_images, args.size)
-        report['agreement'] = agreement(cases, params, args.truncate,
-                                        args.downsample)
-    else:
-        report['agreement'] = None
-        print('pydensecrf is not installed (`make crf`): agreement skipped, '
-              'torch timing only', file=sys.stderr)
-    # Timing on 5-class maps: the BCSS-WSSS case of 4 tissues + background.
-    gen = torch.Generator().manual_seed(args.seed + 1)
-    timing_cases = [make_case(gen, 5, args.timing_size)
-                    for _ in range(args.timing_images)]
-    report['timing'] = timing(timing_cases, params, args.truncate,
-                              args.downsample, report['pydensecrf_available'],
-                              args.repeats)
+    try:
+        import_pydensecrf()
+        have_pydensecrf = True
+    except ImportError:
+        have_pydensecrf = False
+        print('pydensecrf is not installed (`make crf`): agreement and '
+              'ratios skipped, torch timing only', file=sys.stderr)
+    report = dict(command=common.command_line(),
+                  environment=common.environment(),
+                  load_average_1min_at_start=os.getloadavg()[0],
+                  pydensecrf_available=have_pydensecrf,
+                  params=dataclasses.asdict(params),
+                  settings={k: v for k, v in vars(args).items()
+                            if k != 'out'})
+    torch.set_num_threads(1)
+    cases = make_cases(args.seed, args.num_images, args.size)
+    report['agreement'] = agreement(cases, params) if have_pydensecrf \
+        else None
+    report['agreement_exact_spatial'] = agreement(
+        cases, params, dense_crf_exact_spatial) if have_pydensecrf else None
+    for key in ('agreement', 'agreement_exact_spatial'):
+        print(f'{key}:', {k: v for k, v in (report[key] or {}).items()
+                          if not k.startswith('per_image')}, flush=True)
+    report['timing'] = timing(args, params, have_pydensecrf)
+    report['cuda_timing'] = cuda_timing(args, params, have_pydensecrf)
+    if args.region:
+        torch.set_num_threads(max(args.threads))
+        report['region'] = region_memory(args.region, params, args.seed + 3)
+        print('region:', report['region'], flush=True)
     report['load_average_1min_at_end'] = os.getloadavg()[0]
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, 'w') as f:
-        json.dump(report, f, indent=2)
-    print(summary(report))
-    print(f'wrote {args.out}')
+    common.write_json(args.out, report)
+    markdown = os.path.splitext(args.out)[0] + '.md'
+    with open(markdown, 'w') as f:
+        f.write(render(report))
+    print(f'wrote {args.out} and {markdown}')
     return report
-
-
-def summary(report: Dict[str, object]) -> str:
-    """Short human-readable digest of the report."""
-    lines = []
-    for key, value in (report['agreement'] or {}).items():
-        if isinstance(value, dict):
-            mean = value['argmax_agreement_mean']
-            worst = value['argmax_agreement_min']
-            mad = value['mean_abs_prob_diff_mean']
-            lines.append(f'{key}: argmax agreement mean {mean:.4f} '
-                         f'(min {worst:.4f}), mean |dp| {mad:.4f}')
-    for key, value in report['timing'].items():
-        lines.append(f'{key}: {value:.4f}')
-    return '\n'.join(lines)
 
 
 if __name__ == '__main__':

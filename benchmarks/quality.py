@@ -163,8 +163,8 @@ def evaluate(config, checkpoint, args, crf_cfg):
     from lpd_mmseg.apis import init_segmentor
     from lpd_mmseg.apis.visualization import prototype_coverage
     from lpd_mmseg.evaluation import confusion_matrix
+    from lpd_mmseg.models.crf import build_crf
     from lpd_mmseg.models.gating import gated_argmax, present_classes
-    from lpd_mmseg.models.postprocess import build_crf
     from lpd_mmseg.models.utils.geometry import denormalize, restore_geometry
 
     model = init_segmentor(config, checkpoint, cfg_options={
@@ -311,17 +311,15 @@ def main(argv=None):
         args = quick_settings(args)
     os.chdir(REPO)
     from lpd_mmseg.datasets.synthetic import generate_synthetic_bcss
-    from lpd_mmseg.models.crf import _import_pydensecrf
+    from lpd_mmseg.models.crf import import_pydensecrf
     backend = args.crf
     if backend == 'auto':
         try:
-            _import_pydensecrf()
+            import_pydensecrf()
             backend = 'pydensecrf'
         except ImportError:
             backend = 'torch'
     crf_cfg = dict(backend=backend)
-    if backend == 'torch' and args.quick:
-        crf_cfg.update(truncate=1.0, downsample=4)
     manifest = generate_synthetic_bcss(
         args.data_root, seed=args.data_seed, num_train=args.num_train,
         num_val=args.num_val, num_test=args.num_test, size=args.size,

@@ -260,9 +260,9 @@ def bench_inference(args):
 def bench_crf(args):
     from lpd_mmseg.models.crf import (
         DenseCRFParams,
-        _import_pydensecrf,
         dense_crf_pydensecrf,
         dense_crf_torch,
+        import_pydensecrf,
     )
     gen = torch.Generator().manual_seed(0)
     n, size = 4, args.size
@@ -282,9 +282,10 @@ def bench_crf(args):
         _sync(args.device)
         times.append(time.perf_counter() - start)
     result['torch'] = dict(images_per_s=round(1 / statistics.median(times),
-                                              3), device=str(args.device))
+                                              3), device=str(args.device),
+                           solver='permutohedral lattice')
     try:
-        _import_pydensecrf()
+        import_pydensecrf()
     except ImportError:
         result['pydensecrf'] = 'not installed (make crf)'
         return result

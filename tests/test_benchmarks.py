@@ -42,3 +42,17 @@ def test_scale_quick(tmp_path):
     payload = json.loads(out.read_text())
     assert payload['dataset_scan']['train']['files'] == 500
     assert payload['slide_inference'][0]['size'] == 256
+
+
+def test_crf_agreement_quick(tmp_path):
+    out = tmp_path / 'crf.json'
+    run_tool(['benchmarks/crf_agreement.py', '--quick', '--threads', '1',
+              '--out', str(out)], timeout=600)
+    payload = json.loads(out.read_text())
+    assert payload['timing'][0]['torch_s_per_image'] > 0
+    assert payload['region']['within_default_guard']
+    assert payload['region']['estimate_gib'] <= \
+        payload['region']['worst_case_estimate_gib']
+    if payload['pydensecrf_available']:
+        assert payload['agreement']['argmax_agreement_min'] > 0.99
+    assert osp.isfile(osp.splitext(str(out))[0] + '.md')

@@ -35,8 +35,8 @@ model = dict(
                   num_heads=[1, 1, 2, 4], mlp_ratio=2, init_cfg=None),
     decode_head=dict(in_channels=[8, 16, 32], num_classes={num_classes},
                      num_prototypes={k}, prototype_dim=16, warmup_iters=0),
-    # CRF off by default; cheap torch-backend settings for `--crf torch`.
-    test_cfg=dict(crf=dict(backend=None, truncate=1.0, downsample=4)))
+    # CRF off by default; `--crf torch` turns the lattice CRF on.
+    test_cfg=dict(crf=dict(backend=None)))
 train_dataloader = dict(num_workers=0, persistent_workers=False,
                         dataset=dict(data_root=data_root))
 val_dataloader = dict(num_workers=0, persistent_workers=False,

@@ -247,7 +247,7 @@ def _check_model(model, dataset) -> Tuple[int, List[str], list]:
 def _post_processor(model, crf: Optional[str]):
     """The model's post-processor, with the CRF a ``--crf`` choice asks
     for (None keeps the config's), and the backend's name."""
-    from ..models.postprocess import build_crf
+    from ..models.crf import build_crf
     current = model.test_cfg.get('crf')
     if crf is None:
         new = current
@@ -262,8 +262,7 @@ def _post_processor(model, crf: Optional[str]):
     post = model.post_processor
     if crf is not None:  # fails early, e.g. without pydensecrf
         post = post.replace(crf=build_crf(new))
-    backend = (new or {}).get('backend') if post.crf is not None else None
-    return post, backend or 'none'
+    return post, post.crf.backend if post.crf is not None else 'none'
 
 
 def _batch_masks(model, post, inputs: Tensor, samples,

@@ -18,6 +18,7 @@ from typing import Callable, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from .crf import build_crf
 from .gating import (
     GATE_SOURCES,
     check_gate_source,
@@ -25,25 +26,12 @@ from .gating import (
     gated_argmax,
     resolve_gate,
 )
-from .utils.crf_config import crf_options, crf_scores
 from .utils.prototype_ops import add_background, gate_cams
 
 #: ``crf(scores (C+1, H, W), image (3, H, W) 0..255, gate (C,) or
-#: (C, H, W) or None) -> (C+1, H, W)`` log-probabilities.
+#: (C, H, W) or None) -> (C+1, H, W)`` log-probabilities
+#: (:class:`~lpd_mmseg.models.crf.DenseCRF`).
 CRF = Callable[[Tensor, Tensor, Optional[Tensor]], Tensor]
-
-
-def build_crf(cfg: Optional[dict]) -> Optional[CRF]:
-    """Parse ``test_cfg.crf`` once into a callable (None: no CRF)."""
-    if crf_options(cfg) is None:
-        return None
-    cfg = dict(cfg)
-
-    def crf(scores: Tensor, image: Tensor,
-            gate: Optional[Tensor] = None) -> Tensor:
-        return crf_scores(scores, image, cfg, gate)
-
-    return crf
 
 
 def lpd_scores(cams: Tensor, gate: Optional[Tensor], alpha: float) -> Tensor:

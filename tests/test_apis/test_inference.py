@@ -228,14 +228,14 @@ def test_torch_crf_refuses_an_image_over_its_memory_limit(images):
     model = _model(crf=dict(backend='torch', max_memory_gb=0.001))
     with pytest.raises(ValueError, match=r'torch CRF on a 64x64 image needs '
                        r'about .* GiB .*max_memory_gb=0.001.*pydensecrf.*'
-                       r'larger downsample.*no CRF'):
+                       r'smaller regions.*no CRF'):
         model.predict(images[:1], _samples(1, 64))
 
 
 @torch.no_grad()
 def test_crf_runs_on_the_image_and_changes_little(images):
     base = _model()
-    crf = _model(crf=dict(backend='torch', downsample=4))
+    crf = _model(crf=dict(backend='torch'))
     a = base.predict(images[:1], _samples(1, 64))[0]
     b = crf.predict(images[:1], _samples(1, 64))[0]
     probs = b.seg_logits.data.exp()
@@ -337,7 +337,8 @@ def test_api_handles_grey_and_odd_sized_images(tiny_trained):
 
 
 def test_gated_out_classes_stay_out_through_the_crf():
-    from lpd_mmseg.models.utils.crf_config import allowed_channels, crf_scores
+    from lpd_mmseg.models.crf import allowed_channels, build_crf
+    crf = build_crf(dict(backend='torch'))
     torch.manual_seed(0)
     # class 1 scores 0 (gated out); a softmax alone would still give it a
     # share comparable to the others because all scores lie in [0, 1]
@@ -345,8 +346,7 @@ def test_gated_out_classes_stay_out_through_the_crf():
     scores[1] = 0.0
     image = torch.rand(3, 32, 32) * 255
     gate = torch.tensor([1., 0., 1., 1.])
-    out = crf_scores(scores, image, dict(backend='torch', downsample=4),
-                     gate)
+    out = crf(scores, image, gate)
     probs = out.exp()
     assert torch.allclose(probs.sum(0), torch.ones(32, 32), atol=1e-4)
     assert probs[1].max() < 1e-6
@@ -356,8 +356,7 @@ def test_gated_out_classes_stay_out_through_the_crf():
     # per-pixel gates (predicted gating maps) work the same way
     pixel_gate = gate[:, None, None].expand(4, 32, 32).clone()
     pixel_gate[3, :16] = 0
-    out = crf_scores(scores, image, dict(backend='torch', downsample=4),
-                     pixel_gate)
+    out = crf(scores, image, pixel_gate)
     assert 3 not in out[:, :16].argmax(0).unique().tolist()
 
 

@@ -3,11 +3,8 @@ scores."""
 import pytest
 import torch
 
-from lpd_mmseg.models.postprocess import (
-    LPDPostProcessor,
-    build_crf,
-    lpd_scores,
-)
+from lpd_mmseg.models.crf import build_crf
+from lpd_mmseg.models.postprocess import LPDPostProcessor, lpd_scores
 
 
 def _maps():
@@ -84,7 +81,7 @@ def test_build_crf_parses_the_config_once():
     assert build_crf(dict(backend=None)) is None
     with pytest.raises(ValueError):
         build_crf(dict(backend='dense'))
-    crf = build_crf(dict(backend='torch', downsample=4))
+    crf = build_crf(dict(backend='torch'))
     scores = torch.rand(3, 8, 8)
     out = crf(scores, torch.rand(3, 8, 8) * 255, torch.tensor([1., 0]))
     assert out.shape == (3, 8, 8)
