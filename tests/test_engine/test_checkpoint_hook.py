@@ -167,6 +167,17 @@ def _step(hook, runner, mIoU):
     runner.iter += 1
 
 
+def _first_save(work_dir):
+    """A hook that has saved iter_2.pth and a best of mIoU 0.5."""
+    runner = _FakeRunner(work_dir)
+    runner.iter = 1
+    hook = SafeCheckpointHook(interval=2, by_epoch=False, save_best='mIoU',
+                              max_keep_ckpts=1)
+    hook.before_train(runner)
+    _step(hook, runner, 0.5)
+    return runner, hook
+
+
 def _resume_hook(runner, saved):
     runner.message_hub.load_state_dict(
         torch.load(saved, weights_only=True)['message_hub'])
@@ -177,12 +188,7 @@ def _resume_hook(runner, saved):
 
 
 def test_kill_while_saving_keeps_previous_and_best(tmp_path):
-    runner = _FakeRunner(tmp_path)
-    runner.iter = 1
-    hook = SafeCheckpointHook(interval=2, by_epoch=False, save_best='mIoU',
-                              max_keep_ckpts=1)
-    hook.before_train(runner)
-    _step(hook, runner, 0.5)
+    runner, hook = _first_save(tmp_path)
     names = sorted(os.listdir(tmp_path))
     assert names == ['best_mIoU_iter_2.pth', 'iter_2.pth', 'last_checkpoint']
     # killed writing iter_4.pth: iter_2.pth and the record are untouched
@@ -231,12 +237,7 @@ def test_kill_before_deleting_the_oldest_is_cleaned_on_resume(tmp_path):
 
 
 def test_kill_before_deleting_the_old_best_is_cleaned_on_resume(tmp_path):
-    runner = _FakeRunner(tmp_path)
-    runner.iter = 1
-    hook = SafeCheckpointHook(interval=2, by_epoch=False, save_best='mIoU',
-                              max_keep_ckpts=1)
-    hook.before_train(runner)
-    _step(hook, runner, 0.5)
+    runner, hook = _first_save(tmp_path)
     old_best = tmp_path / 'best_mIoU_iter_2.pth'
     hook._save_checkpoint(runner)
     runner.iter += 1
