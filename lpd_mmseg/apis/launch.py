@@ -21,7 +21,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help='override config entries, e.g. '
         'model.decode_head.num_prototypes=5 train_cfg.max_iters=1000')
     parser.add_argument('--launcher', choices=LAUNCHERS, default='none',
-                        help='job launcher for distributed runs')
+                        help="job launcher for distributed runs; 'pytorch' "
+                        '(torchrun, tools/dist_*.sh) also runs on CPU-only '
+                        'machines, with the gloo backend')
     # torchrun passes --local-rank (older launchers --local_rank).
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
