@@ -6,7 +6,9 @@ SafeCheckpointHook` applies them before the runner loads anything.
 
 Rules (``--resume`` without a path):
 
-1. ``last_checkpoint`` names an intact file: resume from it.
+1. ``last_checkpoint`` names an intact file: resume from it, or from an
+   intact ``iter_<N>.pth`` with a higher ``N`` (a run killed between
+   renaming its new checkpoint into place and updating the record).
 2. ``last_checkpoint`` is missing or empty, or names a file that is missing,
    empty or truncated: resume from the newest intact ``iter_<N>.pth`` /
    ``epoch_<N>.pth`` in the work dir (highest ``N``), saying why.
@@ -74,46 +76,78 @@ def read_last_checkpoint(work_dir: str) -> Tuple[Optional[str], str]:
     return named, f'{record} names {named}'
 
 
+def _step_of(path: str) -> Optional[int]:
+    match = _STEP_NAME.match(osp.basename(path))
+    return int(match.group(2)) if match else None
+
+
+def _first_intact(paths: List[str], notes: List[str],
+                  damaged: List[str]) -> Optional[str]:
+    """The first of ``paths`` that is a complete checkpoint; damaged ones
+    are noted."""
+    from ..apis.checkpoint import CorruptCheckpointError, check_checkpoint_file
+    for path in paths:
+        if osp.abspath(path) in damaged:
+            continue
+        try:
+            check_checkpoint_file(path)
+            return path
+        except CorruptCheckpointError as e:
+            notes.append(str(e))
+            damaged.append(osp.abspath(path))
+    return None
+
+
+def _named_checkpoint(work_dir: str, folder: str, notes: List[str],
+                      damaged: List[str]) -> Optional[str]:
+    """The intact file ``last_checkpoint`` names, else None (noted)."""
+    from ..apis.checkpoint import CorruptCheckpointError, check_checkpoint_file
+    named, note = read_last_checkpoint(work_dir)
+    if named is None:
+        if resumable_checkpoints(folder):
+            notes.append(note)
+        return None
+    if not osp.isabs(named) and not osp.exists(named):
+        # a relative path is relative to where training ran; try the
+        # checkpoint folder too (the work dir may have been moved)
+        named = osp.join(folder, osp.basename(named))
+    try:
+        check_checkpoint_file(named)
+        return named
+    except FileNotFoundError:
+        notes.append(f'{note}, which does not exist')
+    except CorruptCheckpointError as e:
+        notes.append(str(e))
+        damaged.append(osp.abspath(named))
+    return None
+
+
 def choose_resume_checkpoint(work_dir: str, folder: Optional[str] = None
                              ) -> Tuple[Optional[str], List[str]]:
     """Apply the module's rules; returns ``(path or None, notes)``.
 
     ``folder`` holds the checkpoints (default: ``work_dir``, which always
-    holds ``last_checkpoint``).
-
-    ``notes`` explain every fallback (for the log).  Raises
-    :class:`ResumeError` (rule 3) or
+    holds ``last_checkpoint``).  ``notes`` explain every fallback (for the
+    log).  Raises :class:`ResumeError` (rule 3) or
     :class:`~lpd_mmseg.apis.UnsafeCheckpointError`.
     """
-    from ..apis.checkpoint import CorruptCheckpointError, check_checkpoint_file
-    named, note = read_last_checkpoint(work_dir)
-    notes, damaged = [], []
-    if named is not None:
-        if not osp.isabs(named) and not osp.exists(named):
-            # a relative path is relative to where training ran; try the
-            # work dir too (the folder may have been moved)
-            named = osp.join(folder or work_dir, osp.basename(named))
-        try:
-            check_checkpoint_file(named)
-            return named, notes
-        except FileNotFoundError:
-            notes.append(f'{note}, which does not exist')
-        except CorruptCheckpointError as e:
-            notes.append(str(e))
-            damaged.append(osp.abspath(named))
     folder = folder or work_dir
+    notes, damaged = [], []
     candidates = resumable_checkpoints(folder)
-    if named is None and candidates:
-        notes.append(note)
-    for path in candidates:
-        if osp.abspath(path) in damaged:
-            continue
-        try:
-            check_checkpoint_file(path)
-        except CorruptCheckpointError as e:
-            notes.append(str(e))
-            damaged.append(path)
-            continue
+    named = _named_checkpoint(work_dir, folder, notes, damaged)
+    if named is not None:
+        step = _step_of(named)
+        newer = [p for p in candidates
+                 if step is not None and _step_of(p) > step]
+        path = _first_intact(newer, notes, damaged)
+        if path is None:
+            return named, notes
+        notes.append(f'{path} is complete and newer than {named}, which '
+                     'last_checkpoint names (the run ended before it '
+                     'updated the record): resuming from the newer one')
+        return path, notes
+    path = _first_intact(candidates, notes, damaged)
+    if path is not None:
         notes.append(f'resuming from the newest intact checkpoint {path}')
         return path, notes
     if damaged:

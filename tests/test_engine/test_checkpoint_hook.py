@@ -85,6 +85,19 @@ def test_resume_uses_last_checkpoint_when_intact(tmp_path):
     assert choose_resume_checkpoint(str(tmp_path)) == (four, [])
 
 
+def test_resume_prefers_a_newer_complete_checkpoint(tmp_path):
+    """Killed after iter_4.pth was renamed into place, before the record
+    was updated."""
+    two = _ckpt(tmp_path / 'iter_2.pth', 2)
+    four = _ckpt(tmp_path / 'iter_4.pth', 4)
+    _record(tmp_path, two)
+    path, notes = choose_resume_checkpoint(str(tmp_path))
+    assert path == four and 'newer' in notes[0]
+    _truncate(four)  # a newer but damaged file (stock hook) is passed over
+    path, notes = choose_resume_checkpoint(str(tmp_path))
+    assert path == two and 'iter_4.pth' in notes[0]
+
+
 @pytest.mark.parametrize('record', [None, '', 'missing', 'empty',
                                     'truncated'])
 def test_resume_falls_back_to_newest_intact(tmp_path, record):
