@@ -113,13 +113,13 @@ class SafeCheckpointHook(CheckpointHook):
                     'at iteration 0')
                 runner._resume = False
             else:
-                runner.logger.info(f'resuming from {path}')
+                runner.logger.info(f'--resume: resume from {path}')
                 runner._load_from = path
             return
         if runner._resume:
             from ...apis.checkpoint import check_checkpoint_file
             check_checkpoint_file(runner._load_from)
-            runner.logger.info(f'resuming from {runner._load_from}')
+            runner.logger.info(f'--resume: resume from {runner._load_from}')
             return
         found = existing_checkpoints(folder)
         if folder != runner.work_dir:
