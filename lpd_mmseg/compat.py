@@ -1,7 +1,7 @@
 """Make the OpenMMLab 2.x stack usable on today's PyTorch without full mmcv.
 
 Everything here runs once, when ``lpd_mmseg`` is imported, before any
-``mmseg.models`` import.  Three independent fixes:
+``mmseg.models`` import.  Four independent fixes:
 
 1. :func:`check_versions` fails early, with one message, when mmcv, mmengine
    or mmsegmentation are outside the ranges this plugin supports.
@@ -12,6 +12,10 @@ Everything here runs once, when ``lpd_mmseg`` is imported, before any
    ``weights_only=True`` (the default since torch 2.6) read checkpoints
    written by mmengine, by allow-listing exactly the globals that mmengine
    and numpy put into them.  Nothing else is unlocked.
+4. :func:`enable_cpu_distributed` lets ``--launcher pytorch`` run without a
+   GPU (gloo): mmengine 0.10 calls ``torch.cuda.set_device`` and gives DDP
+   ``device_ids=[LOCAL_RANK]`` whatever the device.  With CUDA (or another
+   accelerator) present nothing changes.
 """
 import importlib
 import importlib.machinery
@@ -212,6 +216,66 @@ def quiet_pkg_resources_warning() -> None:
         category=UserWarning)
 
 
+# --------------------------------------------------------------------------
+# 4. distributed runs on CPU
+# --------------------------------------------------------------------------
+def _accelerator_present() -> bool:
+    import torch
+    from mmengine.device import (
+        is_mlu_available,
+        is_musa_available,
+        is_npu_available,
+    )
+    return torch.cuda.is_available() or is_npu_available() or \
+        is_mlu_available() or is_musa_available()
+
+
+def _has_cuda_tensors(module) -> bool:
+    return any(t.is_cuda for t in module.parameters()) or \
+        any(t.is_cuda for t in module.buffers())
+
+
+def enable_cpu_distributed() -> bool:
+    """Patch mmengine's torchrun set-up and DDP wrapper for CPU-only
+    machines; returns True when (now) patched.
+
+    * ``mmengine.dist.utils._init_dist_pytorch``: without an accelerator,
+      skip ``torch.cuda.set_device`` and use gloo where ``nccl`` (which
+      needs CUDA) was asked for.
+    * ``MMDistributedDataParallel``: for a model without CUDA tensors drop
+      ``device_ids``/``output_device``, which DDP refuses for CPU modules.
+    """
+    from mmengine.dist import utils as dist_utils
+    from mmengine.model import MMDistributedDataParallel
+    original_init = dist_utils._init_dist_pytorch
+    if getattr(original_init, 'lpd_cpu_aware', False):
+        return True
+
+    def init_dist_pytorch(backend, init_backend='torch', **kwargs):
+        if _accelerator_present() or init_backend != 'torch':
+            return original_init(backend, init_backend=init_backend,
+                                 **kwargs)
+        import torch.distributed as torch_dist
+        if backend == 'nccl':
+            backend = 'gloo'
+        torch_dist.init_process_group(backend=backend, **kwargs)
+
+    init_dist_pytorch.lpd_cpu_aware = True
+    dist_utils._init_dist_pytorch = init_dist_pytorch
+
+    original_ddp = MMDistributedDataParallel.__init__
+
+    def ddp_init(self, module, *args, **kwargs):
+        if kwargs.get('device_ids') is not None and \
+                not _has_cuda_tensors(module):
+            kwargs['device_ids'] = None
+            kwargs.pop('output_device', None)
+        original_ddp(self, module, *args, **kwargs)
+
+    MMDistributedDataParallel.__init__ = ddp_init
+    return True
+
+
 _APPLIED = False
 
 
@@ -224,4 +288,5 @@ def apply_compat() -> None:
     quiet_pkg_resources_warning()
     install_mmcv_ext_placeholder()
     allow_mmengine_checkpoint_globals()
+    enable_cpu_distributed()
     _APPLIED = True

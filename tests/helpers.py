@@ -1,4 +1,6 @@
 """Writers for tiny data sets in the real on-disk layouts."""
+import glob
+import json
 import os
 import os.path as osp
 
@@ -34,3 +36,19 @@ def make_split(root, split, masks, size=32):
 def make_training(root, names, folder='training', size=32):
     for i, name in enumerate(names):
         write_rgb(osp.join(root, folder, name), size, i)
+
+
+def latest_test_metrics(work_dir):
+    """Metrics of the latest ``tools/test.py`` run in ``work_dir`` (the
+    json mmengine writes in its timestamped folder)."""
+    runs = sorted(glob.glob(osp.join(work_dir, '*', '*.json')),
+                  key=osp.getmtime)
+    assert runs, f'no metrics json under {work_dir}'
+    with open(runs[-1]) as f:
+        return json.loads(f.read().strip().splitlines()[-1])
+
+
+def metric_keys(metrics):
+    """The metric entries of a metrics dict (no timing fields)."""
+    return {k: v for k, v in metrics.items()
+            if k in ('mIoU', 'mDice', 'FwIoU', 'aAcc') or '.' in k}

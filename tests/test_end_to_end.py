@@ -1,6 +1,5 @@
 """Whole-workflow runs at tiny size: our tools and MMSeg's stock tools."""
 import glob
-import json
 import os
 import os.path as osp
 import re
@@ -8,6 +7,7 @@ import re
 import pytest
 
 from conftest import TINY_CONFIG, data_root_options, run_tool
+from helpers import latest_test_metrics, metric_keys
 
 pytestmark = pytest.mark.slow
 
@@ -17,20 +17,6 @@ def _stock_tool(name):
     path = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools', name)
     assert osp.isfile(path), f'mmseg does not ship {path}'
     return path
-
-
-def _test_metrics(work_dir):
-    """Metrics of the latest test run in ``work_dir``."""
-    runs = sorted(glob.glob(osp.join(work_dir, '*', '*.json')),
-                  key=osp.getmtime)
-    assert runs, f'no metrics json under {work_dir}'
-    with open(runs[-1]) as f:
-        return json.loads(f.read().strip().splitlines()[-1])
-
-
-def _metric_keys(metrics):
-    return {k: v for k, v in metrics.items()
-            if k in ('mIoU', 'mDice', 'FwIoU', 'aAcc') or '.' in k}
 
 
 def test_our_train_wrote_checkpoints_and_logged_losses(tiny_trained):
@@ -66,8 +52,8 @@ def test_stock_mmseg_tools_train_resume_test(tiny_data, tmp_path):
     ours_dir = str(tmp_path / 'ours_test')
     run_tool(['tools/test.py', TINY_CONFIG, checkpoint, '--work-dir',
               ours_dir, '--cfg-options'] + opts)
-    stock, ours = _test_metrics(stock_dir), _test_metrics(ours_dir)
-    assert _metric_keys(stock) == _metric_keys(ours)
+    stock, ours = latest_test_metrics(stock_dir), latest_test_metrics(ours_dir)
+    assert metric_keys(stock) == metric_keys(ours)
     assert 'mIoU' in ours and 'IoU.TUM' in ours
 
 
@@ -81,7 +67,7 @@ def test_our_test_tool_tta_oracle_crf_out_show(tiny_data, tiny_trained,
     tta = run_tool(['tools/test.py', TINY_CONFIG, checkpoint, '--tta',
                     '--work-dir', str(tmp_path / 'tta'), '--cfg-options'] +
                    opts)
-    assert 'mIoU' in _test_metrics(str(tmp_path / 'tta'))
+    assert 'mIoU' in latest_test_metrics(str(tmp_path / 'tta'))
     assert 'LPDTTAModel' in tta.stdout + tta.stderr
     run_tool(['tools/test.py', TINY_CONFIG, checkpoint, '--gate', 'oracle',
               '--crf', 'torch', '--background', 'ignore', '--out',

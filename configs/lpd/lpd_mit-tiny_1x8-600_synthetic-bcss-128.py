@@ -45,14 +45,16 @@ param_scheduler = [
 ]
 train_cfg = dict(
     type='IterBasedTrainLoop', max_iters=max_iters, val_interval=val_interval)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
+# Val/test batches may mix patch sizes (each size runs on its own).
+val_cfg = dict(type='SizeGroupedValLoop')
+test_cfg = dict(type='SizeGroupedTestLoop')
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=20, log_metric_by_epoch=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
+    # Atomic saves and a safe --resume (docs/reliability.md).
     checkpoint=dict(
-        type='CheckpointHook',
+        type='SafeCheckpointHook',
         by_epoch=False,
         interval=val_interval,
         save_best='mIoU',

@@ -1,6 +1,8 @@
 from .checkpoint import (
                          CheckpointMismatchError,
+                         CorruptCheckpointError,
                          UnsafeCheckpointError,
+                         check_checkpoint_file,
                          check_checkpoint_matches,
                          safe_load_checkpoint,
 )
@@ -10,7 +12,8 @@ from .visualization import prototype_coverage, visualize_prototypes
 
 __all__ = [
     'safe_load_checkpoint', 'check_checkpoint_matches',
-    'CheckpointMismatchError', 'UnsafeCheckpointError', 'init_segmentor',
+    'check_checkpoint_file', 'CheckpointMismatchError',
+    'CorruptCheckpointError', 'UnsafeCheckpointError', 'init_segmentor',
     'predict', 'prepare_batch', 'prototype_maps', 'make_pseudo_masks',
     'generate_pseudo_masks', 'visualize_prototypes', 'prototype_coverage'
 ]

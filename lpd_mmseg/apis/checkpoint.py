@@ -3,7 +3,10 @@
 ``torch.load`` runs with ``weights_only=True``: only tensors, containers and
 the globals allow-listed in :mod:`lpd_mmseg.compat` are accepted, so a
 checkpoint whose pickle would run code is refused before any of it runs.
+An empty, truncated or otherwise unreadable file gives
+:class:`CorruptCheckpointError` naming it.
 """
+import os
 import pickle
 from typing import Dict, List, Tuple
 
@@ -19,17 +22,78 @@ class CheckpointMismatchError(RuntimeError):
     """The checkpoint's parameters do not match the model's."""
 
 
-def safe_load_checkpoint(path: str, map_location='cpu') -> dict:
-    """``torch.load(path, weights_only=True)`` with a clear refusal."""
+class CorruptCheckpointError(RuntimeError):
+    """The checkpoint file is empty, truncated or not a torch checkpoint."""
+
+
+#: torch's messages for a file that is not a complete torch checkpoint.
+_DAMAGE_MARKERS = ('PytorchStreamReader', 'zip archive', 'Ran out of input',
+                   'invalid load key', 'unexpected EOF', 'truncated')
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _load(path: str, map_location, mmap: bool):
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True,
+                          mmap=mmap)
     except pickle.UnpicklingError as e:
+        if any(m in str(e) for m in _DAMAGE_MARKERS):
+            raise _corrupt(path, e) from e
         raise UnsafeCheckpointError(
             f'refused to load {path}: it contains pickled objects that are '
             'not plain weights or mmengine/numpy bookkeeping, and loading '
             'it could run code. Only load checkpoints you trust; a '
             'checkpoint saved by mmengine/lpd_mmseg loads as is. '
-            f'(torch: {str(e).splitlines()[0]})') from e
+            f'(torch: {_first_line(e)})') from e
+    except EOFError as e:
+        raise _corrupt(path, e) from e
+    except RuntimeError as e:
+        if mmap and 'mmap can only be used' in str(e):
+            return _load(path, map_location, mmap=False)
+        if any(m in str(e) for m in _DAMAGE_MARKERS):
+            raise _corrupt(path, e) from e
+        raise
+
+
+def _corrupt(path: str, error: BaseException) -> CorruptCheckpointError:
+    size = os.path.getsize(path)
+    what = 'is empty (0 bytes)' if size == 0 else \
+        f'({size} bytes) is truncated or damaged'
+    return CorruptCheckpointError(
+        f'checkpoint {path} {what}: it is not a complete torch checkpoint, '
+        'as left by a save that was interrupted or a copy that did not '
+        f'finish (torch: {_first_line(error)}). Use another checkpoint.')
+
+
+def safe_load_checkpoint(path: str, map_location='cpu') -> dict:
+    """``torch.load(path, weights_only=True)`` with clear refusals:
+    :class:`UnsafeCheckpointError` for a pickle that could run code,
+    :class:`CorruptCheckpointError` for an empty or truncated file."""
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise _corrupt(path, EOFError('empty file'))
+    return _load(path, map_location, mmap=False)
+
+
+def check_checkpoint_file(path: str) -> None:
+    """Raise unless ``path`` is a complete, safe checkpoint.
+
+    The weights are memory-mapped, not read, so this is cheap even for a
+    large file; the pickle is fully checked against the allow-list.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CorruptCheckpointError: empty, truncated or not a checkpoint.
+        UnsafeCheckpointError: pickled objects outside the allow-list.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'checkpoint {path}: no such file')
+    if os.path.getsize(path) == 0:
+        raise _corrupt(path, EOFError('empty file'))
+    _load(path, 'cpu', mmap=True)
 
 
 def _state_dict_of(checkpoint) -> Dict[str, torch.Tensor]:

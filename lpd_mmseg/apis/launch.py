@@ -21,7 +21,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help='override config entries, e.g. '
         'model.decode_head.num_prototypes=5 train_cfg.max_iters=1000')
     parser.add_argument('--launcher', choices=LAUNCHERS, default='none',
-                        help='job launcher for distributed runs')
+                        help="job launcher for distributed runs; 'pytorch' "
+                        '(torchrun, tools/dist_*.sh) also runs on CPU-only '
+                        'machines, with the gloo backend')
     # torchrun passes --local-rank (older launchers --local_rank).
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
@@ -31,10 +33,18 @@ def build_train_parser() -> argparse.ArgumentParser:
         description='Train a segmentor (LPD or any MMSeg model) from a '
         'config. Checkpoints and logs go to --work-dir.')
     parser.add_argument('config', help='train config file')
-    parser.add_argument(
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument(
         '--resume', nargs='?', const='auto', default=None,
-        help='resume training: with no value, from the latest checkpoint '
-        'in the work dir; or from the checkpoint path given')
+        help='resume training: with no value, from the checkpoint named by '
+        'last_checkpoint in the work dir, or the newest intact one when '
+        'that record is missing or names a damaged file; or from the '
+        'checkpoint path given')
+    start.add_argument(
+        '--restart', action='store_true',
+        help='train from iteration 0 even though the work dir holds '
+        "checkpoints of an earlier run (moved to 'superseded_<time>/' "
+        'first, never deleted); without it such a run is refused')
     parser.add_argument('--amp', action='store_true',
                         help='mixed-precision training (needs a GPU)')
     _common(parser)
@@ -107,6 +117,14 @@ def load_train_config(args) -> Config:
                                  f'OptimWrapper, the config has {wrapper}')
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
+    if args.restart:
+        checkpoint = cfg.get('default_hooks', {}).get('checkpoint')
+        if not checkpoint or checkpoint.get('type') != 'SafeCheckpointHook':
+            raise ValueError(
+                '--restart needs default_hooks.checkpoint.type='
+                "'SafeCheckpointHook' (the stock CheckpointHook never "
+                'refuses, so there is nothing to override)')
+        checkpoint['restart'] = True
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None
@@ -176,12 +194,13 @@ def load_test_config(args) -> Config:
 
 
 def _precheck_checkpoint(cfg: Config) -> None:
-    """Refuse an unsafe ``load_from`` / resume checkpoint with our message
-    before the runner starts (the runner's own load is weights-only too)."""
+    """Refuse an unsafe, empty or truncated ``load_from`` / resume
+    checkpoint with our message before the runner starts (the runner's own
+    load is weights-only too)."""
     path = cfg.get('load_from')
     if path and osp.isfile(path):
-        from .checkpoint import safe_load_checkpoint
-        safe_load_checkpoint(path)
+        from .checkpoint import check_checkpoint_file
+        check_checkpoint_file(path)
 
 
 def build_runner(cfg: Config):

@@ -37,23 +37,29 @@ def _list_files(folder: str, suffix: str, suffix_arg: str) -> List[str]:
 
     Hidden entries (``.DS_Store``, macOS ``._x.png``) and the pseudo-mask
     summary file are skipped quietly, other entries (subfolders,
-    ``README.txt``) with a warning.  Files whose suffix differs only in
-    letter case (``x.PNG``) are refused: silently skipping them would drop
-    samples.  ``suffix_arg`` names the argument
+    ``README.txt``) with a warning.  Broken symbolic links and 0-byte
+    ``*<suffix>`` files are refused, named as what they are.  Files whose
+    suffix differs only in letter case (``x.PNG``) are refused: silently
+    skipping them would drop samples.  ``suffix_arg`` names the argument
     that sets ``suffix``, for the messages.
     """
-    names, wrong_case, other = [], [], []
+    names, wrong_case, other, broken, empty = [], [], [], [], []
     with os.scandir(folder) as entries:
         for e in entries:
             if e.name.startswith('.') or e.name == PSEUDO_MASK_META_FILE:
                 continue
             is_file = e.is_file()
-            if is_file and e.name.endswith(suffix):
+            if not is_file and e.is_symlink() and not osp.exists(e.path):
+                broken.append(f'{e.name} -> {os.readlink(e.path)}')
+            elif is_file and e.name.endswith(suffix):
+                if e.stat().st_size == 0:
+                    empty.append(e.name)
                 names.append(e.name)
             elif is_file and e.name.lower().endswith(suffix.lower()):
                 wrong_case.append(e.name)
             else:
                 other.append(e.name + ('/' if e.is_dir() else ''))
+    _refuse_unreadable(folder, sorted(broken), sorted(empty))
     if wrong_case:
         wrong_case.sort()
         raise FileNotFoundError(
@@ -65,6 +71,23 @@ def _list_files(folder: str, suffix: str, suffix_arg: str) -> List[str]:
         warnings.warn(f"ignored {len(other)} entries in '{folder}' that are "
                       f"not '*{suffix}' files: {_summarise(other)}")
     return sorted(names)
+
+
+def _refuse_unreadable(folder: str, broken: List[str],
+                       empty: List[str]) -> None:
+    """One error for broken symbolic links and 0-byte files."""
+    problems = []
+    if broken:
+        problems.append(f'{len(broken)} broken symbolic links (their '
+                        f'target does not exist): {_summarise(broken)}')
+    if empty:
+        problems.append(f'{len(empty)} empty (0-byte) files: '
+                        f'{_summarise(empty)}')
+    if problems:
+        raise FileNotFoundError(
+            f"unreadable entries in '{folder}': " + '; '.join(problems) +
+            '. Restore or remove them (an interrupted copy or download '
+            'leaves such files).')
 
 
 def _summarise(names: List[str], limit: int = 5) -> str:
@@ -192,8 +215,14 @@ class WeakLabelHistoDataset(BaseSegDataset):
             with open(self.ann_file) as f:
                 stems = [line.strip() for line in f if line.strip()]
             names = [stem + self.img_suffix for stem in stems]
-            missing = [n for n in names if not osp.isfile(
-                osp.join(img_dir, n))]
+            paths = [osp.join(img_dir, n) for n in names]
+            _refuse_unreadable(
+                img_dir,
+                [f'{n} -> {os.readlink(p)}' for n, p in zip(names, paths)
+                 if osp.islink(p) and not osp.exists(p)],
+                [n for n, p in zip(names, paths)
+                 if osp.isfile(p) and osp.getsize(p) == 0])
+            missing = [n for n, p in zip(names, paths) if not osp.isfile(p)]
             if missing:
                 raise FileNotFoundError(
                     f"{self.ann_file} lists {len(missing)} images not found "

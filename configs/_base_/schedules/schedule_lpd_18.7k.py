@@ -19,15 +19,17 @@ param_scheduler = [
 train_cfg = dict(
     type='IterBasedTrainLoop', max_iters=max_iters,
     val_interval=iters_per_epoch)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
+# Val/test batches may mix patch sizes (each size runs on its own).
+val_cfg = dict(type='SizeGroupedValLoop')
+test_cfg = dict(type='SizeGroupedTestLoop')
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
     # Keep the best checkpoint by validation mIoU (the paper's selection).
+    # Atomic saves and a safe --resume (docs/reliability.md).
     checkpoint=dict(
-        type='CheckpointHook',
+        type='SafeCheckpointHook',
         by_epoch=False,
         interval=iters_per_epoch,
         save_best='mIoU',
