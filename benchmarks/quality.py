@@ -334,8 +334,8 @@ def main(argv=None):
     if args.quick:
         args = quick_settings(args)
     os.chdir(REPO)
-    from lpd_mmseg.datasets.synthetic import generate_synthetic_bcss
     from lpd_mmseg.models.crf import _import_pydensecrf
+    from lpd_mmseg.testing.synthetic import generate_synthetic_bcss
     backend = args.crf
     if backend == 'auto':
         try:

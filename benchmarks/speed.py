@@ -307,8 +307,8 @@ def bench_bank(args, train_result):
     from mmengine.registry import init_default_scope
     from mmseg.registry import DATASETS
 
-    from lpd_mmseg.datasets.synthetic import generate_synthetic_bcss
     from lpd_mmseg.models.prototype_bank import build_prototype_bank
+    from lpd_mmseg.testing.synthetic import generate_synthetic_bcss
     init_default_scope('mmseg')
     root = osp.join(tempfile.gettempdir(), f'lpd_speed_bank_{args.size}_'
                     f'{args.bank_images}')
