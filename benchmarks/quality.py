@@ -177,8 +177,8 @@ def evaluate(config, checkpoint, args, crf_cfg):
     from torch.utils.data import DataLoader
 
     from lpd_mmseg.apis import init_segmentor
-    from lpd_mmseg.apis.visualization import prototype_coverage
     from lpd_mmseg.evaluation import confusion_matrix
+    from lpd_mmseg.evaluation.prototype_coverage import prototype_coverage
     from lpd_mmseg.models.decode_heads.lpd_head import (
         lpd_scores,
         predicted_class_gate,
@@ -254,7 +254,10 @@ def evaluate(config, checkpoint, args, crf_cfg):
 def coverage_summary(counts):
     if counts is None or counts.shape[1] < 2:
         return None
-    from lpd_mmseg.apis.visualization import coverage_entropy, coverage_shares
+    from lpd_mmseg.evaluation.prototype_coverage import (
+        coverage_entropy,
+        coverage_shares,
+    )
     shares = coverage_shares(counts)
     entropy = coverage_entropy(shares)
     k = counts.shape[1]
