@@ -41,9 +41,9 @@ from benchmarks.common import (  # noqa: E402
     write_json,
 )
 
-LPD_CONFIG = 'configs/lpd/lpd_mit-b1_1x10-18.7k_bcss-wsss-224.py'
+LPD_CONFIG = 'configs/lpd/lpd_mit-b1_1xb10-18.7k_bcss-wsss-224x224.py'
 SEGFORMER_CONFIG = \
-    'configs/second_stage/segformer_mit-b1_1x10-18.7k_bcss-wsss-pseudo-224.py'
+    'configs/second_stage/segformer_mit-b1_1xb10-18.7k_bcss-wsss-pseudo-224x224.py'
 
 
 def build_parser():

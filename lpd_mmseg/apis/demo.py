@@ -14,7 +14,7 @@ import time
 from typing import List, Optional
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-DEMO_CONFIG = 'configs/lpd/lpd_mit-tiny_1x8-600_synthetic-bcss-128.py'
+DEMO_CONFIG = 'configs/lpd/lpd_mit-tiny_1xb8-600_synthetic-bcss-128x128.py'
 
 
 def build_parser() -> argparse.ArgumentParser:

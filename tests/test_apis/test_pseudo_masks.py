@@ -35,7 +35,7 @@ from tool_fixtures import (
 
 SECOND_STAGE = osp.join(
     REPO, 'configs', 'second_stage',
-    'segformer_mit-b1_1x10-18.7k_bcss-wsss-pseudo-224.py')
+    'segformer_mit-b1_1xb10-18.7k_bcss-wsss-pseudo-224x224.py')
 
 
 def run_tool(argv):

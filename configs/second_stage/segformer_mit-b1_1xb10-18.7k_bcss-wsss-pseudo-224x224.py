@@ -2,15 +2,15 @@
 # SegFormer (MiT-B1 + SegformerHead, stock mmseg EncoderDecoder) trained on
 # the LPD pseudo-masks of the BCSS-WSSS training patches.
 #
-# 1. Train LPD (configs/lpd/lpd_mit-b1_1x10-18.7k_bcss-wsss-224.py).
+# 1. Train LPD (configs/lpd/lpd_mit-b1_1xb10-18.7k_bcss-wsss-224x224.py).
 # 2. Write one pseudo-mask per training patch, same file name, values
 #    0 TUM, 1 STR, 2 LYM, 3 NEC, 4 background:
 #      python tools/make_pseudo_masks.py \
-#          configs/lpd/lpd_mit-b1_1x10-18.7k_bcss-wsss-224.py LPD_CKPT \
+#          configs/lpd/lpd_mit-b1_1xb10-18.7k_bcss-wsss-224x224.py LPD_CKPT \
 #          --out data/BCSS-WSSS/pseudo_masks --crf torch
 # 3. Train this config:
 #      python tools/train.py configs/second_stage/\
-#          segformer_mit-b1_1x10-18.7k_bcss-wsss-pseudo-224.py
+#          segformer_mit-b1_1xb10-18.7k_bcss-wsss-pseudo-224x224.py
 #    and test it like any model (tools/test.py CONFIG CKPT).  There is no
 #    class gating here: the network predicts all 5 classes directly, so the
 #    numbers correspond to the "predicted" (honest) gating protocol.
@@ -41,14 +41,33 @@ pseudo_mask_dir = 'pseudo_masks'
 num_classes = 5  # TUM, STR, LYM, NEC + background
 
 norm_cfg = dict(type='BN', requires_grad=True)
-# The LPD model's data preprocessor (same statistics) and MiT-B1 backbone
+# The LPD model's data preprocessor (same statistics) and a MiT-B1 backbone
 # (ImageNet weights), with a stock SegFormer head instead of LPDHead.
 model = dict(
     _delete_=True,
     type='EncoderDecoder',
     data_preprocessor={{_base_.data_preprocessor}},
     pretrained=None,
-    backbone={{_base_.model.backbone}},
+    backbone=dict(
+        type='MixVisionTransformer',
+        in_channels=3,
+        embed_dims=64,
+        num_stages=4,
+        num_layers=[2, 2, 2, 2],
+        num_heads=[1, 2, 5, 8],
+        patch_sizes=[7, 3, 3, 3],
+        # Stage 4 at stride 16, as in the LPD model that wrote the
+        # pseudo-masks (stock SegFormer MiT-B1 uses [4, 2, 2, 2], i.e.
+        # stride 32; the ImageNet weights fit either).
+        strides=[4, 2, 2, 1],
+        sr_ratios=[8, 4, 2, 1],
+        out_indices=(0, 1, 2, 3),
+        mlp_ratio=4,
+        qkv_bias=True,
+        drop_rate=0.0,
+        attn_drop_rate=0.0,
+        drop_path_rate=0.1,
+        init_cfg=dict(type='Pretrained', checkpoint={{_base_.checkpoint}})),
     decode_head=dict(
         type='SegformerHead',
         in_channels=[64, 128, 320, 512],
