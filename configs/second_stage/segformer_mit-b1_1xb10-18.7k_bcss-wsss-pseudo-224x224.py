@@ -41,34 +41,17 @@ pseudo_mask_dir = 'pseudo_masks'
 num_classes = 5  # TUM, STR, LYM, NEC + background
 
 norm_cfg = dict(type='BN', requires_grad=True)
-# The LPD model's data preprocessor (same statistics) and a MiT-B1 backbone
+# The LPD model's data preprocessor (same statistics) and MiT-B1 backbone
 # (ImageNet weights), with a stock SegFormer head instead of LPDHead.
 model = dict(
-    _delete_=True,
     type='EncoderDecoder',
-    data_preprocessor={{_base_.data_preprocessor}},
-    pretrained=None,
     backbone=dict(
-        type='MixVisionTransformer',
-        in_channels=3,
-        embed_dims=64,
-        num_stages=4,
-        num_layers=[2, 2, 2, 2],
-        num_heads=[1, 2, 5, 8],
-        patch_sizes=[7, 3, 3, 3],
         # Stage 4 at stride 16, as in the LPD model that wrote the
-        # pseudo-masks (stock SegFormer MiT-B1 uses [4, 2, 2, 2], i.e.
-        # stride 32; the ImageNet weights fit either).
-        strides=[4, 2, 2, 1],
-        sr_ratios=[8, 4, 2, 1],
-        out_indices=(0, 1, 2, 3),
-        mlp_ratio=4,
-        qkv_bias=True,
-        drop_rate=0.0,
-        attn_drop_rate=0.0,
-        drop_path_rate=0.1,
-        init_cfg=dict(type='Pretrained', checkpoint={{_base_.checkpoint}})),
+        # pseudo-masks (stock SegFormer MiT-B1 uses [4, 2, 2, 2], stride
+        # 32; the ImageNet weights fit either).
+        strides=[4, 2, 2, 1]),
     decode_head=dict(
+        _delete_=True,
         type='SegformerHead',
         in_channels=[64, 128, 320, 512],
         in_index=[0, 1, 2, 3],
@@ -82,7 +65,7 @@ model = dict(
         loss_decode=dict(
             type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
     train_cfg=dict(),
-    test_cfg=dict(mode='whole'))
+    test_cfg=dict(_delete_=True, mode='whole'))
 
 # Pseudo-masks are loaded like real masks (values 0..4 are checked); the
 # same flips and 90-degree rotations as LPD's training.
