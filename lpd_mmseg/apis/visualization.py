@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..datasets.palette import read_index_mask
+from ..engine.progress import TextProgress
 from ..evaluation.prototype_coverage import (
     coverage_report,
     coverage_shares,
@@ -261,10 +262,7 @@ def visualize_prototypes(model,
     old_gate = model.test_cfg.get('gate')
     if old_gate == 'oracle':
         model.test_cfg['gate'] = 'predicted'
-    bar = None
-    if progress:
-        from mmengine.utils import ProgressBar
-        bar = ProgressBar(len(images))
+    bar = TextProgress(len(images), 'images', progress)
     total = torch.zeros(num_classes, k, dtype=torch.int64)
     per_image = []
     was_training = model.training
@@ -290,13 +288,11 @@ def visualize_prototypes(model,
             per_image.append(dict(
                 image=img if isinstance(img, str) else name, panel=panel,
                 classes=coverage_report(counts, class_names[:num_classes])))
-            if bar is not None:
-                bar.update()
+            bar.update()
     finally:
         model.test_cfg['gate'] = old_gate
         model.train(was_training)
-    if bar is not None:
-        print()
+    bar.close()
     aggregate = coverage_report(total, class_names[:num_classes])
     region_source = 'masks' if mask_dir is not None else 'predicted'
     report = dict(

@@ -1,5 +1,6 @@
 from .consistency_hook import LPDConfigCheckHook, check_head_matches_dataset
+from .progress_hook import ProgressLoggerHook
 from .prototype_bank_hook import PrototypeBankHook
 
-__all__ = ['LPDConfigCheckHook', 'PrototypeBankHook',
+__all__ = ['LPDConfigCheckHook', 'PrototypeBankHook', 'ProgressLoggerHook',
            'check_head_matches_dataset']

@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 
 from ...datasets.palette import save_palette_mask
+from ...engine.progress import TextProgress
 from .naming import (
     composition_for_index,
     label_string,
@@ -77,37 +78,10 @@ def _worker_init() -> None:
     cv2.setNumThreads(1)
 
 
-class _Progress:
-    """mmengine progress bar redrawn about 100 times at most, so logs of
-    non-interactive runs stay short."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.bar = None
-        self.step = max(1, total // 100)
-        self.pending = 0
-        if enabled and total:
-            from mmengine.utils import ProgressBar
-            self.bar = ProgressBar(total)
-
-    def update(self) -> None:
-        self.pending += 1
-        if self.bar is not None and self.pending >= self.step:
-            self.bar.update(self.pending)
-            self.pending = 0
-
-    def close(self) -> None:
-        if self.bar is None:
-            return
-        if self.pending:
-            self.bar.update(self.pending)
-        self.bar.file.write('\n')
-        self.bar.file.flush()
-
-
 def run_jobs(jobs: List[RenderJob], workers: int,
              progress: bool) -> List[RenderResult]:
     """Render all jobs, in order, on ``workers`` processes."""
-    bar = _Progress(len(jobs), progress)
+    bar = TextProgress(len(jobs), 'patches', progress)
     results = []
     if workers == 1 or len(jobs) < 2:
         for job in jobs:
