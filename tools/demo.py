@@ -60,8 +60,8 @@ class ConsoleFilter:
     """Which lines of a step's output reach the console.
 
     A progress line each time a loop passes a multiple of ``every``
-    percent (so always the last one), the validation mIoU and the data
-    set summary; the rest only goes to the step's log file.
+    percent (so always the last one) and the validation mIoU; the rest
+    only goes to the step's log file.
     """
 
     def __init__(self, every: int = 25):
@@ -84,8 +84,6 @@ class ConsoleFilter:
         match = VAL_LINE.search(line)
         if match:
             return f'  val mIoU {match.group(1)}'
-        if line.startswith('Synthetic BCSS-WSSS data set'):
-            return '  ' + line.split(':', 1)[0] + ' (summary in the log)'
         return None
 
 
@@ -93,7 +91,7 @@ def run_step(step: str, args: List[str], log_path: str,
              every: int) -> None:
     """Run ``python args`` in the repository; log all, echo a little."""
     shown = ' '.join(a if ' ' not in a else repr(a) for a in args)
-    print(f'\n[{step}]\n$ python {shown}\n  (log: {log_path})', flush=True)
+    print(f'\n[{step}]\n$ python {shown}', flush=True)
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep +
                os.environ.get('PYTHONPATH', ''), PYTHONUNBUFFERED='1')
     keep = ConsoleFilter(every)
@@ -154,7 +152,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     train_dir = osp.join(run_dir, 'train')
     data_opts = [f'{split}_dataloader.dataset.data_root={args.data_root}'
                  for split in ('train', 'val', 'test')]
-    print(f'Demo run folder: {run_dir}')
+    print(f'Demo run folder: {run_dir} (step logs in {log_dir})')
 
     def step(number: int, name: str, title: str, tool_args: List[str]):
         run_step(f'{number}/4 {title}', tool_args,
