@@ -161,8 +161,8 @@ def evaluate(config, checkpoint, args, crf_cfg):
     from torch.utils.data import DataLoader
 
     from lpd_mmseg.apis import init_segmentor
-    from lpd_mmseg.apis.visualization import prototype_coverage
     from lpd_mmseg.evaluation import confusion_matrix
+    from lpd_mmseg.evaluation.prototype_coverage import prototype_coverage
     from lpd_mmseg.models.crf import build_crf
     from lpd_mmseg.models.gating import gated_argmax, present_classes
     from lpd_mmseg.models.utils.geometry import denormalize, restore_geometry
@@ -230,7 +230,10 @@ def evaluate(config, checkpoint, args, crf_cfg):
 def coverage_summary(counts):
     if counts is None or counts.shape[1] < 2:
         return None
-    from lpd_mmseg.apis.visualization import coverage_entropy, coverage_shares
+    from lpd_mmseg.evaluation.prototype_coverage import (
+        coverage_entropy,
+        coverage_shares,
+    )
     shares = coverage_shares(counts)
     entropy = coverage_entropy(shares)
     k = counts.shape[1]
@@ -310,8 +313,8 @@ def main(argv=None):
     if args.quick:
         args = quick_settings(args)
     os.chdir(REPO)
-    from lpd_mmseg.datasets.synthetic import generate_synthetic_bcss
     from lpd_mmseg.models.crf import import_pydensecrf
+    from lpd_mmseg.testing.synthetic import generate_synthetic_bcss
     backend = args.crf
     if backend == 'auto':
         try:

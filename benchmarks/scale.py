@@ -33,7 +33,7 @@ from benchmarks.common import (  # noqa: E402
     write_json,
 )
 
-CONFIG = 'configs/lpd/lpd_mit-b1_1x10-18.7k_bcss-wsss-224.py'
+CONFIG = 'configs/lpd/lpd_mit-b1_1xb10-18.7k_bcss-wsss-224x224.py'
 
 
 def build_parser():

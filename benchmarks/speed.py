@@ -41,9 +41,9 @@ from benchmarks.common import (  # noqa: E402
     write_json,
 )
 
-LPD_CONFIG = 'configs/lpd/lpd_mit-b1_1x10-18.7k_bcss-wsss-224.py'
+LPD_CONFIG = 'configs/lpd/lpd_mit-b1_1xb10-18.7k_bcss-wsss-224x224.py'
 SEGFORMER_CONFIG = \
-    'configs/second_stage/segformer_mit-b1_1x10-18.7k_bcss-wsss-pseudo-224.py'
+    'configs/second_stage/segformer_mit-b1_1xb10-18.7k_bcss-wsss-pseudo-224x224.py'
 
 
 def build_parser():
@@ -308,8 +308,8 @@ def bench_bank(args, train_result):
     from mmengine.registry import init_default_scope
     from mmseg.registry import DATASETS
 
-    from lpd_mmseg.datasets.synthetic import generate_synthetic_bcss
     from lpd_mmseg.models.prototype_bank import build_prototype_bank
+    from lpd_mmseg.testing.synthetic import generate_synthetic_bcss
     init_default_scope('mmseg')
     root = osp.join(tempfile.gettempdir(), f'lpd_speed_bank_{args.size}_'
                     f'{args.bank_images}')

@@ -51,7 +51,7 @@ def run_tool(args, cwd=REPO, timeout=600, check=True):
 @pytest.fixture(scope='session')
 def tiny_data(tmp_path_factory):
     """A generated data set in the BCSS-WSSS layout, 64 px."""
-    from lpd_mmseg.datasets.synthetic import generate_synthetic_bcss
+    from lpd_mmseg.testing.synthetic import generate_synthetic_bcss
     root = str(tmp_path_factory.mktemp('tiny_bcss'))
     generate_synthetic_bcss(root, seed=0, num_train=24, num_val=6,
                             num_test=6, size=64, progress=False)

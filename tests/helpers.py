@@ -7,7 +7,7 @@ import os.path as osp
 import numpy as np
 from PIL import Image
 
-BCSS_PALETTE = [255, 0, 0, 0, 255, 0, 0, 0, 255, 153, 0, 255, 255, 255, 255]
+from lpd_mmseg.datasets.palette import BCSS_PALETTE, palette_bytes
 
 
 def write_rgb(path, size=32, seed=0):
@@ -18,11 +18,11 @@ def write_rgb(path, size=32, seed=0):
 
 
 def write_mask(path, mask):
+    """BCSS palette PNG of any uint8 values, also ones without a colour
+    (``save_palette_mask`` refuses those; the loaders' checks need them)."""
     os.makedirs(osp.dirname(path), exist_ok=True)
     img = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode='P')
-    # A full 256-entry palette keeps the PNG 8-bit (PIL packs a short
-    # palette into fewer bits, which would wrap values such as 255).
-    img.putpalette(BCSS_PALETTE + [0] * (768 - len(BCSS_PALETTE)))
+    img.putpalette(palette_bytes(BCSS_PALETTE))
     img.save(path)
 
 

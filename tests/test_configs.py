@@ -1,6 +1,7 @@
 import glob
 import importlib.util
 import os.path as osp
+import re
 
 import pytest
 import torch
@@ -39,11 +40,11 @@ def _load(path):
 
 def test_configs_found():
     names = {_name(p) for p in CONFIGS}
-    for expected in ('lpd/lpd_mit-b1_1x10-18.7k_bcss-wsss-224.py',
-                     'lpd/lpd_mit-b1_1x10-18.7k_luad-histoseg-224.py',
-                     'baselines/cam_mit-b1_1x10-18.7k_bcss-wsss-224.py',
-                     'baselines/bank_mit-b1_1x10-18.7k_bcss-wsss-224.py',
-                     'lpd/lpd_mit-tiny_1x8-600_synthetic-bcss-128.py'):
+    for expected in ('lpd/lpd_mit-b1_1xb10-18.7k_bcss-wsss-224x224.py',
+                     'lpd/lpd_mit-b1_1xb10-18.7k_luad-histoseg-224x224.py',
+                     'baselines/cam_mit-b1_1xb10-18.7k_bcss-wsss-224x224.py',
+                     'baselines/bank_mit-b1_1xb10-18.7k_bcss-wsss-224x224.py',
+                     'lpd/lpd_mit-tiny_1xb8-600_synthetic-bcss-128x128.py'):
         assert expected in names
 
 
@@ -125,7 +126,7 @@ def _config(name):
 
 
 def test_paper_setting_values():
-    cfg = _config('lpd/lpd_mit-b1_1x10-18.7k_bcss-wsss-224.py')
+    cfg = _config('lpd/lpd_mit-b1_1xb10-18.7k_bcss-wsss-224x224.py')
     assert cfg.train_dataloader.batch_size == 10
     # 224 px patches enter as they are: no resize or crop, and 224 needs no
     # padding to the backbone's stride.
@@ -157,7 +158,39 @@ def test_paper_setting_values():
 
 
 def test_r50_weights_through_init_cfg():
-    cfg = _config('lpd/lpd_r50-v1c_1x10-18.7k_bcss-wsss-224.py')
+    cfg = _config('lpd/lpd_r50-v1c_1xb10-18.7k_bcss-wsss-224x224.py')
     assert cfg.model.get('pretrained') is None
     assert cfg.model.backbone.init_cfg == dict(
         type='Pretrained', checkpoint='open-mmlab://resnet50_v1c')
+
+
+# {method}_{backbone}_{gpus}xb{batch}-{iters}_{dataset}-{crop}.py
+NAME_PATTERN = re.compile(
+    r'^[a-z0-9-]+_[a-z0-9.-]+_\d+xb\d+-[\d.]+k?_[a-z0-9-]+-\d+x\d+\.py$')
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=_name)
+def test_config_names_follow_mmseg(path):
+    assert NAME_PATTERN.match(osp.basename(path)), osp.basename(path)
+
+
+def test_demo_config_inherits_its_schedule():
+    name = 'lpd/lpd_mit-tiny_1xb8-600_synthetic-bcss-128x128.py'
+    text = open(osp.join(REPO, 'configs', name)).read()
+    for key in ('optim_wrapper', 'param_scheduler', 'train_cfg',
+                'default_hooks'):
+        assert f'\n{key} = ' not in text, f'{key} re-spelt in {name}'
+    cfg = _config(name)
+    assert cfg.train_cfg.max_iters == 600 and cfg.train_cfg.val_interval == 200
+    assert cfg.optim_wrapper.optimizer.lr == 1e-3
+    assert [s.type for s in cfg.param_scheduler] == ['LinearLR', 'PolyLR']
+    assert cfg.param_scheduler[1].end == 600
+
+
+def test_second_stage_states_its_backbone_strides():
+    name = ('second_stage/'
+            'segformer_mit-b1_1xb10-18.7k_bcss-wsss-pseudo-224x224.py')
+    assert 'strides=[4, 2, 2, 1]' in open(osp.join(REPO, 'configs',
+                                                   name)).read()
+    lpd = _config('lpd/lpd_mit-b1_1xb10-18.7k_bcss-wsss-224x224.py')
+    assert _config(name).model.backbone == lpd.model.backbone

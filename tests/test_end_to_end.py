@@ -69,6 +69,9 @@ def test_our_test_tool_tta_oracle_crf_out_show(tiny_data, tiny_trained,
                    opts)
     assert 'mIoU' in latest_test_metrics(str(tmp_path / 'tta'))
     assert 'LPDTTAModel' in tta.stdout + tta.stderr
+    # A test pass shorter than the logger interval still shows progress.
+    assert re.search(r'progress test: (\d+)/\1 \(100%\)',
+                     tta.stdout + tta.stderr)
     run_tool(['tools/test.py', TINY_CONFIG, checkpoint, '--gate', 'oracle',
               '--crf', 'torch', '--background', 'ignore', '--out',
               str(tmp_path / 'preds'), '--show-dir', 'overlays',

@@ -16,7 +16,7 @@ from helpers import make_split, make_training
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 BASE_CONFIG = osp.join(REPO, 'configs', 'lpd',
-                       'lpd_mit-tiny_1x8-600_synthetic-bcss-128.py')
+                       'lpd_mit-tiny_1xb8-600_synthetic-bcss-128x128.py')
 SIZE = 64
 STEM = 'TCGA-A1-A0SK-DX1_xmin45749_ymin25055_MPP-0.2500'
 #: Training names covering single, double, triple and all-class labels.

@@ -3,11 +3,11 @@
 training (PrototypeBankHook builds it on the fly otherwise).
 
     python tools/build_prototype_bank.py \
-        configs/baselines/bank_mit-b1_1x10-18.7k_bcss-wsss-224.py \
+        configs/baselines/bank_mit-b1_1xb10-18.7k_bcss-wsss-224x224.py \
         --out work_dirs/bank/prototype_bank.pth
     # then train with the hook reading it:
     python tools/train.py \
-        configs/baselines/bank_mit-b1_1x10-18.7k_bcss-wsss-224.py \
+        configs/baselines/bank_mit-b1_1xb10-18.7k_bcss-wsss-224x224.py \
         --work-dir work_dirs/bank
 """
 import argparse

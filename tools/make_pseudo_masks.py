@@ -2,14 +2,14 @@
 """Write pixel-level pseudo-masks for the weakly labelled training split.
 
     python tools/make_pseudo_masks.py \\
-        configs/lpd/lpd_mit-b1_1x10-18.7k_bcss-wsss-224.py \\
+        configs/lpd/lpd_mit-b1_1xb10-18.7k_bcss-wsss-224x224.py \\
         work_dirs/lpd/best.pth --out data/BCSS-WSSS/pseudo_masks \\
         --crf torch --device cuda:0
 
 One palette PNG per training patch, with the patch's file name, values
 0..C-1 for the tissue classes and C for background.  Then train any MMSeg
 segmentor on them, e.g.
-configs/second_stage/segformer_mit-b1_1x10-18.7k_bcss-wsss-pseudo-224.py.
+configs/second_stage/segformer_mit-b1_1xb10-18.7k_bcss-wsss-pseudo-224x224.py.
 All logic lives in :mod:`lpd_mmseg.apis.pseudo_masks`.
 """
 import argparse

@@ -5,7 +5,7 @@ Example::
     python tools/make_synthetic_bcss.py --out data/synthetic_bcss --seed 0 \\
         --num-train 600 --num-val 100 --num-test 100 --size 96 --workers 2
 
-All logic lives in :mod:`lpd_mmseg.datasets.synthetic`; this script only
+All logic lives in :mod:`lpd_mmseg.testing.synthetic`; this script only
 parses arguments.
 """
 import argparse
@@ -64,7 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     # Imported after parsing so that --help answers at once.
-    from lpd_mmseg.datasets.synthetic import (
+    from lpd_mmseg.testing.synthetic import (
         format_summary,
         generate_synthetic_bcss,
     )

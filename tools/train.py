@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train a segmentor from a config (same flags as MMSeg's tools/train.py).
 
-    python tools/train.py configs/lpd/lpd_mit-b1_1x10-18.7k_bcss-wsss-224.py
+    python tools/train.py CONFIG  # configs/lpd/lpd_mit-b1_1xb10-18.7k_...py
     python tools/train.py CONFIG --resume            # latest in work dir
     python tools/train.py CONFIG --amp --cfg-options train_cfg.max_iters=5000
 """

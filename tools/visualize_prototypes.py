@@ -10,7 +10,9 @@ Writes OUT/<image>_prototypes.png (image, predicted mask with legend, one
 heatmap per prototype: rows = classes, columns = prototypes),
 OUT/prototype_coverage.png and OUT/prototype_coverage.json; existing
 outputs of these names are only replaced with --overwrite.
-All logic lives in :mod:`lpd_mmseg.apis.visualization`.
+All logic lives in :mod:`lpd_mmseg.apis.visualization` (the run),
+:mod:`lpd_mmseg.evaluation.prototype_coverage` (the numbers) and
+:mod:`lpd_mmseg.visualization.prototype_figures` (the figures).
 """
 import argparse
 import os.path as osp
@@ -26,9 +28,9 @@ from lpd_mmseg.apis.visualization import (
     check_masks_exist,
     check_output_folder,
     expand_image_inputs,
-    format_coverage,
     visualize_prototypes,
 )
+from lpd_mmseg.evaluation.prototype_coverage import format_coverage
 
 #: Errors caused by the arguments or the files: reported in one line.
 USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError,

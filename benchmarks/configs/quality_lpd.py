@@ -1,7 +1,7 @@
 # Quality benchmark, LPD: the CPU demo model (narrow MiT, random init, k=5,
 # D=128) trained for a fixed budget; the benchmark script sets data_root,
 # seed and iterations.  Validation runs once, at the end.
-_base_ = '../../configs/lpd/lpd_mit-tiny_1x8-600_synthetic-bcss-128.py'
+_base_ = '../../configs/lpd/lpd_mit-tiny_1xb8-600_synthetic-bcss-128x128.py'
 custom_imports = dict(imports=['lpd_mmseg'], allow_failed_imports=False)
 train_cfg = dict(val_interval=100000)
 default_hooks = dict(

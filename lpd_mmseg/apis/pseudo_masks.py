@@ -30,6 +30,7 @@ import torch
 from mmengine.config import Config
 from torch import Tensor
 
+from ..datasets.palette import save_palette_mask
 from ..datasets.weak_label_dataset import PSEUDO_MASK_META_FILE
 from ..models.gating import check_gate_source
 from .outputs import refuse_to_overwrite
@@ -79,45 +80,6 @@ def class_pixel_counts(mask: np.ndarray, num_values: int) -> np.ndarray:
         raise ValueError(f'mask values [{flat.min()}, {flat.max()}] outside '
                          f'0..{num_values - 1}')
     return np.bincount(flat, minlength=num_values).astype(np.int64)
-
-
-def palette_bytes(palette: Sequence[Sequence[int]]) -> List[int]:
-    """Flat 768-entry PIL palette from RGB triples (zero-padded).
-
-    A full 256-colour palette keeps the PNG at 8 bits per pixel whatever
-    the largest value is.
-    """
-    flat = [int(v) for rgb in palette for v in rgb]
-    if len(flat) > 768 or len(flat) % 3:
-        raise ValueError(f'palette must hold at most 256 RGB triples, got '
-                         f'{len(flat) / 3:g}')
-    return flat + [0] * (768 - len(flat))
-
-
-def save_palette_mask(mask: np.ndarray, path: str,
-                      palette: Sequence[Sequence[int]]) -> None:
-    """Write ``(H, W)`` class indices as a palette ("P" mode) PNG.
-
-    The file is written under a temporary name and then renamed, so an
-    interrupted run never leaves a truncated mask behind.
-
-    Args:
-        mask (np.ndarray): ``(H, W)`` integers in ``0..len(palette)-1``.
-        path (str): output ``.png`` path.
-        palette (list): RGB triples, one per class value.
-    """
-    from PIL import Image
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise ValueError(f'mask must be (H, W), got shape {mask.shape}')
-    if mask.size and (mask.min() < 0 or mask.max() >= len(palette)):
-        raise ValueError(f'{path}: mask values [{mask.min()}, {mask.max()}] '
-                         f'have no colour in a {len(palette)}-entry palette')
-    image = Image.fromarray(mask.astype(np.uint8), mode='L')
-    image.putpalette(palette_bytes(palette))  # 'L' -> 'P'
-    partial = path + '.partial'
-    image.save(partial, format='PNG')
-    os.replace(partial, path)
 
 
 def mask_name_for(img_path: str) -> str:
@@ -490,6 +452,6 @@ def format_pseudo_mask_summary(summary: dict) -> str:
 __all__ = [
     'make_pseudo_masks', 'generate_pseudo_masks', 'build_pseudo_mask_dataset',
     'pseudo_mask_dataset_cfg', 'labelled_argmax', 'class_pixel_counts',
-    'save_palette_mask', 'format_pseudo_mask_summary', 'check_output_folder',
+    'format_pseudo_mask_summary', 'check_output_folder',
     'planned_outputs', 'mask_name_for', 'META_FILE'
 ]

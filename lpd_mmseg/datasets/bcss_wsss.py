@@ -1,5 +1,6 @@
 from mmseg.registry import DATASETS
 
+from .palette import BCSS_CLASSES, BCSS_PALETTE, metainfo
 from .weak_label_dataset import WeakLabelHistoDataset
 
 
@@ -13,8 +14,5 @@ class BCSSWSSSDataset(WeakLabelHistoDataset):
     NEC.  Masks are palette PNGs: 0 TUM, 1 STR, 2 LYM, 3 NEC, 4 background.
     See :class:`WeakLabelHistoDataset` for arguments.
     """
-    METAINFO = dict(
-        classes=('TUM', 'STR', 'LYM', 'NEC', 'BACK'),
-        palette=[[255, 0, 0], [0, 255, 0], [0, 0, 255], [153, 0, 255],
-                 [255, 255, 255]])
+    METAINFO = metainfo(BCSS_CLASSES, BCSS_PALETTE)
     LABEL_FORMAT = 'compact'

@@ -1,5 +1,6 @@
 from mmseg.registry import DATASETS
 
+from .palette import LUAD_CLASSES, LUAD_PALETTE, metainfo
 from .weak_label_dataset import WeakLabelHistoDataset
 
 
@@ -13,8 +14,5 @@ class LUADHistoSegDataset(WeakLabelHistoDataset):
     palette PNGs: 0 TE, 1 NEC, 2 LYM, 3 TAS, 4 background.
     See :class:`WeakLabelHistoDataset` for arguments.
     """
-    METAINFO = dict(
-        classes=('TE', 'NEC', 'LYM', 'TAS', 'BACK'),
-        palette=[[205, 51, 51], [0, 255, 0], [65, 105, 225], [255, 165, 0],
-                 [255, 255, 255]])
+    METAINFO = metainfo(LUAD_CLASSES, LUAD_PALETTE)
     LABEL_FORMAT = 'spaced'

@@ -9,9 +9,9 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger, print_log
 from mmengine.structures import BaseDataElement
 from mmseg.registry import METRICS
-from PIL import Image
 from prettytable import PrettyTable
 
+from ..datasets.palette import save_palette_mask
 from .confusion import (
     check_background_protocol,
     check_positive_int,
@@ -160,13 +160,13 @@ class TissueIoUMetric(BaseMetric):
         with os.scandir(output_dir) as entries:
             return {e.name for e in entries}
 
-    def _palette(self) -> List[int]:
+    def _palette(self) -> List[List[int]]:
         palette = (self.dataset_meta or {}).get('palette')
         if not palette:
             raise ValueError('writing predictions needs '
                              "dataset_meta['palette'] (one RGB triple per "
                              'class)')
-        return [int(v) for rgb in palette for v in rgb]
+        return [[int(v) for v in rgb] for rgb in palette]
 
     def _save_prediction(self, pred: torch.Tensor, img_path: str) -> None:
         """Write one prediction as a palette PNG named after its image."""
@@ -182,16 +182,7 @@ class TissueIoUMetric(BaseMetric):
                 f"two images of this split are named '{name}' (the second "
                 f"is '{img_path}'); their predictions would overwrite each "
                 'other in output_dir')
-        palette = self._palette()
-        mask = pred.cpu().numpy()
-        num_colours = len(palette) // 3
-        if mask.size and (mask.min() < 0 or mask.max() >= num_colours):
-            raise ValueError(
-                f'{img_path}: prediction values [{mask.min()}, {mask.max()}] '
-                f'fall outside the {num_colours} palette entries')
-        image = Image.fromarray(mask.astype(np.uint8))
-        image.putpalette(palette)  # turns the 'L' image into a 'P' image
-        image.save(path)
+        save_palette_mask(pred.cpu().numpy(), path, self._palette())
         self._written_this_pass.add(name)
 
     # ------------------------------------------------------------ BaseMetric

@@ -6,5 +6,6 @@ model = dict(
         num_prototypes=2, prototype_mode='frozen_bank', loss_diversity=None))
 custom_hooks = [
     dict(type='LPDConfigCheckHook'),
+    dict(type='ProgressLoggerHook', reports=10),
     dict(type='PrototypeBankHook', bank_file='prototype_bank.pth'),
 ]

@@ -1,6 +1,6 @@
 # Test-only: the demo config shrunk to seconds on a CPU.  data_root is set
 # by the tests through --cfg-options.
-_base_ = '../../configs/lpd/lpd_mit-tiny_1x8-600_synthetic-bcss-128.py'
+_base_ = '../../configs/lpd/lpd_mit-tiny_1xb8-600_synthetic-bcss-128x128.py'
 custom_imports = dict(imports=['lpd_mmseg'], allow_failed_imports=False)
 
 model = dict(

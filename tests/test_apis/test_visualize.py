@@ -1,26 +1,19 @@
-"""Prototype panels and coverage (lpd_mmseg.apis.visualization,
+"""Prototype panels and coverage of images (lpd_mmseg.apis.visualization,
 tools/visualize_prototypes.py)."""
 import contextlib
 import io
 import json
-import math
 import os
 import os.path as osp
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from lpd_mmseg.apis.visualization import (
     COVERAGE_FIGURE,
     COVERAGE_JSON,
-    coverage_entropy,
-    coverage_report,
-    coverage_shares,
-    draw_prototype_panel,
     image_prototype_maps,
-    prototype_coverage,
     visualize_prototypes,
 )
 
@@ -56,91 +49,6 @@ def vis_run(tiny_lpd, tmp_path_factory):  # noqa: F811
     with open(osp.join(out, COVERAGE_JSON)) as f:
         report = json.load(f)
     return out, stdout, report
-
-
-# --------------------------------------------------------------------- math
-# C = 2 classes, k = 2 prototypes, one row of 4 pixels.  Channels are
-# c0p0, c0p1, c1p0, c1p1 (prototypes of class c are c*k .. c*k+k-1).
-SIMILARITY = torch.tensor([
-    [[0.9, 0.1, 0.5, 0.0]],   # c0 p0
-    [[0.2, 0.8, 0.5, 0.3]],   # c0 p1   -> c0 winners: 0, 1, 0 (tie), 1
-    [[0.0, 0.0, 0.7, 0.1]],   # c1 p0
-    [[1.0, 1.0, 0.2, 0.0]],   # c1 p1   -> c1 winners: 1, 1, 0, 0
-])
-
-
-def test_coverage_hand_computed():
-    # Pixels 0, 1 are class 0, pixel 2 class 1, pixel 3 background (2).
-    counts = prototype_coverage(SIMILARITY, torch.tensor([[0, 0, 1, 2]]), 2,
-                                2)
-    assert counts.dtype == torch.int64
-    assert counts.tolist() == [[1, 1], [1, 0]]
-    # Ties go to the lowest prototype; 255 (ignore) counts for nobody.
-    counts = prototype_coverage(SIMILARITY, torch.tensor([[0, 0, 0, 255]]),
-                                2, 2)
-    assert counts.tolist() == [[2, 1], [0, 0]]
-
-
-def test_coverage_rows_sum_to_class_pixels():
-    gen = torch.Generator().manual_seed(0)
-    sim = torch.rand(4 * 3, 7, 5, generator=gen)
-    region = torch.randint(0, 6, (7, 5), generator=gen)  # 4, 5: not tissue
-    counts = prototype_coverage(sim, region, 4, 3)
-    for c in range(4):
-        assert counts[c].sum() == (region == c).sum()
-
-
-def test_coverage_shape_errors():
-    with pytest.raises(ValueError, match=r'\(C\*k, H, W\) = \(6, H, W\)'):
-        prototype_coverage(SIMILARITY, torch.zeros(1, 4), 2, 3)
-    with pytest.raises(ValueError, match='differ in size'):
-        prototype_coverage(SIMILARITY, torch.zeros(2, 4), 2, 2)
-
-
-def test_shares_and_entropy_hand_computed():
-    counts = torch.tensor([[2, 1], [0, 0], [3, 3], [0, 5]])
-    shares = coverage_shares(counts)
-    assert shares[0].tolist() == pytest.approx([2 / 3, 1 / 3])
-    assert torch.isnan(shares[1]).all()
-    entropy = coverage_entropy(shares)
-    expected = -(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3)) / \
-        math.log(2)
-    assert entropy[0].item() == pytest.approx(expected)   # 0.918
-    assert math.isnan(entropy[1].item())                  # no pixels
-    assert entropy[2].item() == pytest.approx(1.0)        # even split
-    assert entropy[3].item() == pytest.approx(0.0)        # collapsed
-    # One prototype per class: nothing to split.
-    assert coverage_entropy(torch.tensor([[1.0]])).tolist() == [0.0]
-
-
-def test_coverage_report_entries():
-    report = coverage_report(torch.tensor([[2, 1], [0, 0]]), ['TUM', 'STR'])
-    assert report['TUM']['pixels'] == 3
-    assert report['TUM']['counts'] == [2, 1]
-    assert report['TUM']['effective_prototypes'] == pytest.approx(
-        2**report['TUM']['entropy'])
-    assert report['STR'] == dict(pixels=0, counts=[0, 0], shares=None,
-                                 entropy=None, effective_prototypes=None)
-    json.dumps(report)  # no NaN: valid JSON
-
-
-def test_panel_titles_and_legend(tmp_path):
-    rng = np.random.default_rng(0)
-    rgb = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
-    pred = rng.integers(0, 3, (16, 16))
-    sim = rng.random((2 * 3, 16, 16)) * 2 - 1
-    shares = np.array([[0.5, 0.25, 0.25], [np.nan] * 3])
-    path = str(tmp_path / 'panel.png')
-    fig = draw_prototype_panel(path, rgb, pred, sim, ['TUM', 'STR', 'BACK'],
-                               [[255, 0, 0], [0, 255, 0], [255] * 3], 3,
-                               shares=shares)
-    titles = [ax.get_title() for ax in fig.axes]
-    assert 'TUM p2\n25% of TUM' in titles and 'STR p0' in titles
-    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend()]
-    assert [t.get_text() for t in legends[0].get_texts()] == [
-        'TUM', 'STR', 'BACK']
-    with Image.open(path) as img:
-        assert img.size[0] > 100 and img.size[1] > 100
 
 
 # --------------------------------------------------------------- the model

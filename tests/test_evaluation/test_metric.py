@@ -13,6 +13,7 @@ from mmseg.structures import SegDataSample
 from PIL import Image
 
 import lpd_mmseg  # noqa: F401  (registers TissueIoUMetric)
+from lpd_mmseg.datasets.palette import BCSS_CLASSES, BCSS_PALETTE
 from lpd_mmseg.evaluation import (
     TissueIoUMetric,
     confusion_matrix,
@@ -53,9 +54,8 @@ COUNT = dict(IoU=[3 / 7, 2 / 3], Dice=[0.6, 0.8], mIoU=23 / 42, mDice=0.7,
 IGNORE = dict(IoU=[0.5, 2 / 3], Dice=[2 / 3, 0.8], mIoU=7 / 12, mDice=11 / 15,
               FwIoU=7 / 12, aAcc=0.7)
 
-CLASSES = ('TUM', 'STR', 'LYM', 'NEC', 'BACK')
-PALETTE = [[255, 0, 0], [0, 255, 0], [0, 0, 255], [153, 0, 255],
-           [255, 255, 255]]
+CLASSES = BCSS_CLASSES
+PALETTE = [list(rgb) for rgb in BCSS_PALETTE]
 
 
 def assert_scores(scores, expected):

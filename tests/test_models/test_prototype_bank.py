@@ -30,7 +30,7 @@ def test_spherical_kmeans_needs_enough_points():
 
 @pytest.fixture(scope='module')
 def bank_data(tmp_path_factory):
-    from lpd_mmseg.datasets.synthetic import generate_synthetic_bcss
+    from lpd_mmseg.testing.synthetic import generate_synthetic_bcss
     root = str(tmp_path_factory.mktemp('bank_data'))
     # 60 patches hold 2 single-label patches of each class
     generate_synthetic_bcss(root, seed=0, num_train=60, num_val=4,

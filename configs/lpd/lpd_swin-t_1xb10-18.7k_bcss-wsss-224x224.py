@@ -1,5 +1,5 @@
 # Backbone swap: Swin-T (window 7, ImageNet-1k weights).
-_base_ = './lpd_mit-b1_1x10-18.7k_bcss-wsss-224.py'
+_base_ = './lpd_mit-b1_1xb10-18.7k_bcss-wsss-224x224.py'
 custom_imports = dict(imports=['lpd_mmseg'], allow_failed_imports=False)
 checkpoint = 'https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/swin/swin_tiny_patch4_window7_224_20220317-1cdeb081.pth'  # noqa
 model = dict(

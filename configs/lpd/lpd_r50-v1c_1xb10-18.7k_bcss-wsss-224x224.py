@@ -1,5 +1,5 @@
 # Backbone swap: ResNet-50 V1c (dilated, output stride 8), ImageNet weights.
-_base_ = './lpd_mit-b1_1x10-18.7k_bcss-wsss-224.py'
+_base_ = './lpd_mit-b1_1xb10-18.7k_bcss-wsss-224x224.py'
 custom_imports = dict(imports=['lpd_mmseg'], allow_failed_imports=False)
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 model = dict(

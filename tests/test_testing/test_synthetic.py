@@ -13,7 +13,7 @@ from PIL import Image
 
 import lpd_mmseg  # noqa: F401  (registers BCSSWSSSDataset)
 from lpd_mmseg.datasets import label_from_mask, parse_label_from_name
-from lpd_mmseg.datasets.synthetic import (
+from lpd_mmseg.testing.synthetic import (
     CLASS_NAMES,
     MANIFEST_NAME,
     MORPHOLOGIES,

@@ -8,7 +8,7 @@
 #   encoder=dict(type='ResNetV1c', depth=50, init_cfg=dict(
 #       type='Pretrained', checkpoint='open-mmlab://resnet50_v1c')),
 #   embed_channels=2048,
-_base_ = './lpd_mit-b1_1x10-18.7k_bcss-wsss-224.py'
+_base_ = './lpd_mit-b1_1xb10-18.7k_bcss-wsss-224x224.py'
 custom_imports = dict(imports=['lpd_mmseg'], allow_failed_imports=False)
 model = dict(
     mask_refiner=dict(

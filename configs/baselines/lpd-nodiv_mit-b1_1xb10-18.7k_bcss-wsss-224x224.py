@@ -1,4 +1,4 @@
 # Ablation: LPD's k learnable prototypes without the diversity regulariser.
-_base_ = '../lpd/lpd_mit-b1_1x10-18.7k_bcss-wsss-224.py'
+_base_ = '../lpd/lpd_mit-b1_1xb10-18.7k_bcss-wsss-224x224.py'
 custom_imports = dict(imports=['lpd_mmseg'], allow_failed_imports=False)
 model = dict(decode_head=dict(loss_diversity=None))

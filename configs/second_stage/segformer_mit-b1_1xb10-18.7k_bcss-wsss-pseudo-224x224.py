@@ -2,15 +2,15 @@
 # SegFormer (MiT-B1 + SegformerHead, stock mmseg EncoderDecoder) trained on
 # the LPD pseudo-masks of the BCSS-WSSS training patches.
 #
-# 1. Train LPD (configs/lpd/lpd_mit-b1_1x10-18.7k_bcss-wsss-224.py).
+# 1. Train LPD (configs/lpd/lpd_mit-b1_1xb10-18.7k_bcss-wsss-224x224.py).
 # 2. Write one pseudo-mask per training patch, same file name, values
 #    0 TUM, 1 STR, 2 LYM, 3 NEC, 4 background:
 #      python tools/make_pseudo_masks.py \
-#          configs/lpd/lpd_mit-b1_1x10-18.7k_bcss-wsss-224.py LPD_CKPT \
+#          configs/lpd/lpd_mit-b1_1xb10-18.7k_bcss-wsss-224x224.py LPD_CKPT \
 #          --out data/BCSS-WSSS/pseudo_masks --crf torch
 # 3. Train this config:
 #      python tools/train.py configs/second_stage/\
-#          segformer_mit-b1_1x10-18.7k_bcss-wsss-pseudo-224.py
+#          segformer_mit-b1_1xb10-18.7k_bcss-wsss-pseudo-224x224.py
 #    and test it like any model (tools/test.py CONFIG CKPT).  There is no
 #    class gating here: the network predicts all 5 classes directly, so the
 #    numbers correspond to the "predicted" (honest) gating protocol.
@@ -44,12 +44,14 @@ norm_cfg = dict(type='BN', requires_grad=True)
 # The LPD model's data preprocessor (same statistics) and MiT-B1 backbone
 # (ImageNet weights), with a stock SegFormer head instead of LPDHead.
 model = dict(
-    _delete_=True,
     type='EncoderDecoder',
-    data_preprocessor={{_base_.data_preprocessor}},
-    pretrained=None,
-    backbone={{_base_.model.backbone}},
+    backbone=dict(
+        # Stage 4 at stride 16, as in the LPD model that wrote the
+        # pseudo-masks (stock SegFormer MiT-B1 uses [4, 2, 2, 2], stride
+        # 32; the ImageNet weights fit either).
+        strides=[4, 2, 2, 1]),
     decode_head=dict(
+        _delete_=True,
         type='SegformerHead',
         in_channels=[64, 128, 320, 512],
         in_index=[0, 1, 2, 3],
@@ -63,7 +65,7 @@ model = dict(
         loss_decode=dict(
             type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
     train_cfg=dict(),
-    test_cfg=dict(mode='whole'))
+    test_cfg=dict(_delete_=True, mode='whole'))
 
 # Pseudo-masks are loaded like real masks (values 0..4 are checked); the
 # same flips and 90-degree rotations as LPD's training.

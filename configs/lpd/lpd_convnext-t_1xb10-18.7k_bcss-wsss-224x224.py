@@ -1,6 +1,6 @@
 # Backbone swap: ConvNeXt-T from mmpretrain (optional extra:
 # `pip install mmpretrain`, which needs torchvision).
-_base_ = './lpd_mit-b1_1x10-18.7k_bcss-wsss-224.py'
+_base_ = './lpd_mit-b1_1xb10-18.7k_bcss-wsss-224x224.py'
 custom_imports = dict(
     imports=['lpd_mmseg', 'mmpretrain.models'], allow_failed_imports=False)
 checkpoint = 'https://download.openmmlab.com/mmclassification/v0/convnext/downstream/convnext-tiny_3rdparty_32xb128-noema_in1k_20220301-795e9634.pth'  # noqa
