@@ -16,5 +16,8 @@ class BCSSWSSSDataset(WeakLabelHistoDataset):
     METAINFO = dict(
         classes=('TUM', 'STR', 'LYM', 'NEC', 'BACK'),
         palette=[[255, 0, 0], [0, 255, 0], [0, 0, 255], [153, 0, 255],
-                 [255, 255, 255]])
+                 [255, 255, 255]],
+        # microns per pixel of the patches (40x TCGA scans); slide
+        # inference runs at this MPP by default
+        mpp=0.25)
     LABEL_FORMAT = 'compact'

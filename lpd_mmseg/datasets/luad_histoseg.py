@@ -16,5 +16,7 @@ class LUADHistoSegDataset(WeakLabelHistoDataset):
     METAINFO = dict(
         classes=('TE', 'NEC', 'LYM', 'TAS', 'BACK'),
         palette=[[205, 51, 51], [0, 255, 0], [65, 105, 225], [255, 165, 0],
-                 [255, 255, 255]])
+                 [255, 255, 255]],
+        # patches are 10x crops, about 1 micron per pixel
+        mpp=1.0)
     LABEL_FORMAT = 'spaced'
