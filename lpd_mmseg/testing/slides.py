@@ -9,6 +9,7 @@
   tissue / glass layout, written tile by tile (any size in flat memory)
   and readable by OpenSlide (``generic-tiff``) with its MPP.
 """
+import functools
 import hashlib
 import os
 import os.path as osp
@@ -96,29 +97,56 @@ def tissue_of(boxes: Sequence[Box], width: int, height: int
     return inside
 
 
-def render_tile(x: int, y: int, w: int, h: int, scale: int, inside,
-                seed: int = 0) -> np.ndarray:
-    """``(h, w, 3)`` RGB of level-``scale`` pixels ``(x, y) ..``: glass
-    with a little noise, tissue as blotches of four stain colours."""
-    xs = (np.arange(x, x + w) * scale)[None, :]
-    ys = (np.arange(y, y + h) * scale)[:, None]
-    rng = np.random.default_rng([seed, x, y, scale])
-    mask = inside(xs, ys)
+@functools.lru_cache(maxsize=4)
+def _noise(seed: int, size: int = 256) -> np.ndarray:
+    """``(size, size, 3)`` float32 scanner-like noise, tiled over slides
+    (drawing fresh noise for every tile of a large slide is slow)."""
+    return np.random.default_rng(seed).normal(0, 6, (size, size, 3)).astype(
+        np.float32)
+
+
+def _render(xs, ys, mask, h, w, seed) -> np.ndarray:
     img = np.empty((h, w, 3), np.float32)
     img[:] = GLASS
     if mask.any():
         # blotches 32 level-0 px wide, the same at every pyramid level
         cell = ((xs // 32) * 7919 + (ys // 32) * 104729) % len(STAINS)
+        cell = np.broadcast_to(cell, mask.shape)
         img[mask] = STAINS[cell[mask]]
-    img += rng.normal(0, 6, img.shape).astype(np.float32)
+    noise = _noise(seed)
+    img += np.tile(noise, (-(-h // 256), -(-w // 256), 1))[:h, :w]
     return img.clip(0, 255).astype(np.uint8)
+
+
+_PLAIN_TILES = {}
+
+
+def render_tile(x: int, y: int, w: int, h: int, scale: int, inside,
+                seed: int = 0) -> np.ndarray:
+    """``(h, w, 3)`` RGB of level-``scale`` pixels ``(x, y) ..``: glass
+    with a little noise, tissue as blotches of four stain colours.
+
+    The blotch colours repeat every 128 level-0 pixels, so with tiles
+    aligned to a multiple of that, a tile that is all glass or all tissue
+    looks the same everywhere and is rendered once."""
+    xs = (np.arange(x, x + w) * scale)[None, :]
+    ys = (np.arange(y, y + h) * scale)[:, None]
+    mask = inside(xs, ys)
+    aligned = (x * scale) % 128 == 0 and (y * scale) % 128 == 0
+    if aligned and (mask.all() or not mask.any()):
+        key = (bool(mask.all()), w, h, scale, seed)
+        if key not in _PLAIN_TILES:
+            _PLAIN_TILES[key] = _render(xs, ys, mask, h, w, seed)
+        return _PLAIN_TILES[key]
+    return _render(xs, ys, mask, h, w, seed)
 
 
 def write_test_slide(path: str, size: Tuple[int, int],
                      boxes: Sequence[Box] = ((0.1, 0.1, 0.6, 0.7),
                                              (0.65, 0.5, 0.9, 0.9)),
                      mpp: Optional[float] = 0.25, tile: int = 256,
-                     seed: int = 0, min_level_side: int = 1024) -> str:
+                     seed: int = 0, min_level_side: int = 1024,
+                     compression: Optional[str] = 'zlib') -> str:
     """Write a tiled pyramidal RGB TIFF with tissue inside ``boxes``.
 
     Args:
@@ -132,6 +160,8 @@ def write_test_slide(path: str, size: Tuple[int, int],
         seed (int): noise seed.
         min_level_side (int): halve levels until the long side is below
             this.
+        compression (str, optional): TIFF compression; None writes raw
+            tiles (fast, large files: for benchmarks).
     """
     import tifffile
     width, height = size
@@ -156,7 +186,8 @@ def write_test_slide(path: str, size: Tuple[int, int],
                              resolutionunit='CENTIMETER')
             tif.write(tiles(w, h, s), shape=(h, w, 3), dtype=np.uint8,
                       tile=(tile, tile), photometric='rgb',
-                      compression='zlib', subfiletype=1 if k else 0,
+                      compression=compression,
+                      subfiletype=1 if k else 0,
                       metadata=None, **extra)
     return path
 

@@ -68,8 +68,10 @@ def blend_labels(rgb: np.ndarray,
         grey = np.asarray(BACKGROUND_TINT, np.float32)
         out[back] = 0.6 * image[back] + 0.4 * grey
         if hatch:
-            rows, cols = np.indices(labels.shape)
-            lines = back & (((rows + cols) % 12) == 0)
+            diagonal = np.add.outer(np.arange(labels.shape[0], dtype=np.int32),
+                                    np.arange(labels.shape[1],
+                                              dtype=np.int32))
+            lines = back & (diagonal % 12 == 0)
             out[lines] = grey * 0.7
     return out.round().clip(0, 255).astype(np.uint8)
 

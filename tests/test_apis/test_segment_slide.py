@@ -78,7 +78,7 @@ def test_real_slide_end_to_end(cmu_slide, ckpt, tmp_path):
     out = str(tmp_path / 'out')
     result = run_tool(['tools/segment_slide.py', TINY_CONFIG, ckpt,
                        cmu_slide, '--out', out, '--mpp', '2.0', '--tile',
-                       '256', '--no-progress'])
+                       '128', '--overlap', '32', '--no-progress'])
     folder = osp.join(out, 'cmu_small_region')
     names = ['labels.tif', 'overlay.png', 'cmu_small_region.geojson',
              'areas.csv', 'run.json']
@@ -205,6 +205,8 @@ def test_folder_of_patches_skips_other_files(model, tmp_path):
     mask = np.asarray(Image.open(osp.join(outputs['masks'], masks[0])))
     assert mask.shape == (96, 128) and (mask[:10] == 4).all()
     assert len(os.listdir(outputs['overlays'])) == 2
+    run = json.load(open(outputs['run.json']))
+    assert [i['tiles_run'] for i in run['images']] == [1, 1]  # tissue
     rows = list(csv.DictReader(open(outputs['areas.csv'])))
     assert sorted(r['image'] for r in rows) == sorted(names)
     for row in rows:
@@ -268,6 +270,7 @@ def test_target_much_finer_than_the_slide(model, tmp_path):
         outputs = segment_slide(model, mild, str(tmp_path / 'out'), OPTS)
     labels, _ = _labels(outputs['labels.tif'])
     assert labels.shape == (192, 256)
+    assert json.load(open(outputs['run.json']))['tiles']['run'] > 0
 
 
 def test_all_glass_slide_is_all_background(model, tmp_path):
@@ -282,16 +285,17 @@ def test_all_glass_slide_is_all_background(model, tmp_path):
     assert run['tiles']['run'] == 0 and run['warnings']
 
 
-def test_existing_output_needs_overwrite(ckpt, layout, tmp_path, capsys):
+def test_existing_output_needs_overwrite(ckpt, tmp_path, capsys):
+    small = write_test_slide(str(tmp_path / 'small.tif'), (200, 150), BOXES)
     out = tmp_path / 'out'
-    assert _cli(ckpt, [layout], out) == 0
-    marker = out / 'layout' / 'run.json'
+    assert _cli(ckpt, [small], out) == 0
+    marker = out / 'small' / 'run.json'
     before = marker.read_text()
-    assert _cli(ckpt, [layout], out) == 1
+    assert _cli(ckpt, [small], out) == 1
     assert 'already exists; pass --overwrite' in capsys.readouterr().err
     assert marker.read_text() == before
-    assert _cli(ckpt, [layout], out, '--overwrite') == 0
-    assert sorted(os.listdir(out)) == ['layout']
+    assert _cli(ckpt, [small], out, '--overwrite') == 0
+    assert sorted(os.listdir(out)) == ['small']
 
 
 def test_interrupted_run_leaves_nothing(model, layout, tmp_path,
@@ -323,3 +327,4 @@ def test_plain_png_region_with_mpp_slide(model, tmp_path):
                             mpp_slide=0.25)
     labels, _ = _labels(outputs['labels.tif'])
     assert labels.shape == (200, 300) and (labels[:30] == 4).all()
+    assert json.load(open(outputs['run.json']))['tiles']['run'] == 6

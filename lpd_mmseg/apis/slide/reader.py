@@ -114,6 +114,16 @@ class SlideReader:
         self.backend = ('openslide' if isinstance(self._slide,
                                                   openslide.OpenSlide)
                         else 'pillow')
+        if self.backend == 'pillow':
+            # decode once, here: threads reading tiles must not race on
+            # Pillow's lazy loading
+            image = getattr(self._slide, '_image', None)
+            if image is not None:
+                try:
+                    image.load()
+                except Exception as e:
+                    raise SlideError(f'{path}: the image cannot be decoded '
+                                     f'({type(e).__name__}: {e})') from e
         props = self._slide.properties
         self.vendor = props.get('openslide.vendor', self.backend)
         self.file_mpp = None

@@ -4,9 +4,10 @@ Glass (and unscanned area, read as white) has almost no colour; stained
 tissue has.  The saturation threshold is Otsu's, clamped to
 ``[SATURATION_MIN, SATURATION_MAX]``: the floor keeps an all-glass slide
 (where Otsu would split noise) empty, the ceiling keeps a patch that is all
-tissue (where Otsu would split pale from dark tissue) whole.  A closing
-joins nearby fragments, an opening removes dust, and connected pieces
-smaller than ``min_area_um2`` are dropped.
+tissue (where Otsu would split pale from dark tissue) whole.  A 5x5 median
+filter first removes scanner noise; after thresholding an opening removes
+dust, a closing joins nearby fragments, and connected pieces smaller than
+``min_area_um2`` are dropped.
 """
 from typing import Optional, Tuple
 
@@ -80,25 +81,31 @@ def tissue_mask(rgb: np.ndarray, mpp: float,
         mpp (float): microns per thumbnail pixel (sizes the morphology).
         threshold (int, optional): saturation threshold (0..255) to use
             instead of the clamped Otsu value.
-        min_area_um2 (float): smallest tissue piece kept.
+        min_area_um2 (float): smallest tissue piece kept (at most 1 % of
+            the thumbnail).
 
     Returns:
         tuple: ``(mask (H, W) bool, threshold used)``.
     """
     sat = saturation(rgb)
+    if min(sat.shape) >= 5:
+        sat = cv2.medianBlur(sat, 5)  # scanner noise on glass
     if threshold is None:
         threshold = int(np.clip(otsu_threshold(sat), SATURATION_MIN,
                                 SATURATION_MAX))
     mask = sat > threshold
     close_r = int(round(CLOSE_UM / mpp))
     open_r = int(round(OPEN_UM / mpp))
-    if close_r >= 1:
-        mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE,
-                                _disk(min(close_r, 10))) > 0
     if open_r >= 1:
         mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN,
                                 _disk(min(open_r, 5))) > 0
-    min_pixels = int(round(min_area_um2 / (mpp * mpp)))
+    if close_r >= 1:
+        mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE,
+                                _disk(min(close_r, 10))) > 0
+    # never more than 1 % of the image: on a patch or a small region the
+    # tissue itself may be smaller than min_area_um2
+    min_pixels = min(int(round(min_area_um2 / (mpp * mpp))),
+                     mask.size // 100)
     return remove_small_objects(mask, min_pixels), int(threshold)
 
 
