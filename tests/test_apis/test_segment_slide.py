@@ -150,8 +150,23 @@ def test_layout_slide_glass_areas_and_polygons(model, layout, tmp_path):
 
 def test_specks_below_the_area_threshold_are_dropped(model, layout,
                                                      tmp_path):
+    bars = []
+
+    class Bar:
+        def __init__(self, total):
+            self.total, self.done = total, 0
+            bars.append(self)
+
+        def update(self, n):
+            self.done += n
+
+        def close(self):
+            pass
+
     outputs = segment_slide(model, layout, str(tmp_path), OPTS,
-                            min_region_um2=50.0)
+                            min_region_um2=50.0, progress=Bar)
+    run = json.load(open(outputs['run.json']))
+    assert [(b.total, b.done) for b in bars] == [(run['tiles']['run'], ) * 2]
     from shapely.geometry import shape
     features = json.load(open(outputs['layout.geojson']))['features']
     # level-0 px at 0.25 um/px: 50 um^2 = 800 px
@@ -294,8 +309,13 @@ def test_existing_output_needs_overwrite(ckpt, tmp_path, capsys):
     assert _cli(ckpt, [small], out) == 1
     assert 'already exists; pass --overwrite' in capsys.readouterr().err
     assert marker.read_text() == before
-    assert _cli(ckpt, [small], out, '--overwrite') == 0
+    assert _cli(ckpt, [small], out, '--overwrite', '--min-region',
+                '12.5') == 0
     assert sorted(os.listdir(out)) == ['small']
+    run = json.load(open(marker))
+    assert run['geojson']['min_region_um2'] == 12.5
+    assert _cli(ckpt, [small], out, '--min-tissue', '1.5') == 1
+    assert '--min-tissue must be in [0, 1)' in capsys.readouterr().err
 
 
 def test_interrupted_run_leaves_nothing(model, layout, tmp_path,

@@ -75,6 +75,9 @@ def _check_args(args) -> TileOptions:
                          f'{args.overlap}')
     if args.batch_size < 1 or args.workers < 0:
         raise SlideError('--batch-size must be >= 1 and --workers >= 0')
+    if not 0 <= args.min_tissue < 1 or args.min_region < 0:
+        raise SlideError(f'--min-tissue must be in [0, 1) and --min-region '
+                         f'>= 0, got {args.min_tissue}, {args.min_region}')
     if args.tissue_threshold is not None and not \
             0 <= args.tissue_threshold <= 255:
         raise SlideError(f'--tissue-threshold must be in 0..255, got '
@@ -137,10 +140,14 @@ def _run(args, opts: TileOptions) -> int:
         progress = None if args.no_progress else partial(
             tqdm, desc=name[:30], unit='tile' if osp.isfile(path) else 'img',
             dynamic_ncols=True, leave=False)
-        run = segment_folder if osp.isdir(path) else segment_slide
-        outputs = run(model, path, args.out, opts, mpp=args.mpp,
-                      mpp_slide=args.mpp_slide, overwrite=args.overwrite,
-                      progress=progress, run_info=run_info)
+        common = dict(mpp=args.mpp, mpp_slide=args.mpp_slide,
+                      overwrite=args.overwrite, progress=progress,
+                      run_info=run_info)
+        if osp.isdir(path):
+            outputs = segment_folder(model, path, args.out, opts, **common)
+        else:
+            outputs = segment_slide(model, path, args.out, opts,
+                                    min_region_um2=args.min_region, **common)
         print(f'{path}:')
         for key, out in outputs.items():
             print(f'  {key:<12} {out}')

@@ -107,7 +107,7 @@ def run_grid(slide_model: SlideModel, reader: SlideReader, res: Resolution,
         opts (TileOptions): tiling options.
         emit (callable): receives ``(first_row, (rows, width) uint8)`` in
             row order, every row exactly once.
-        progress (callable, optional): ``progress(total)`` returns an
+        progress (callable, optional): ``progress(total=n)`` returns an
             object with ``update(n)`` and ``close()`` (e.g. ``tqdm``).
     """
     width, height = res.size
@@ -138,7 +138,7 @@ def run_grid(slide_model: SlideModel, reader: SlideReader, res: Resolution,
 
     stitcher = BandStitcher(width, height, slide_model.num_classes,
                             min(opts.tile, height), background)
-    bar = progress(len(todo)) if progress is not None else None
+    bar = progress(total=len(todo)) if progress is not None else None
     try:
         for batch in _batches(_tile_reader(reader, res, todo, opts),
                               opts.batch_size):

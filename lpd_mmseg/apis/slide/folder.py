@@ -85,7 +85,7 @@ def segment_folder(slide_model: SlideModel, folder: str, out_root: str,
     names, palette = slide_model.class_names, slide_model.palette
     background = len(names) - 1
     rows, per_image = [], []
-    bar = progress(len(images)) if progress is not None else None
+    bar = progress(total=len(images)) if progress is not None else None
     try:
         os.makedirs(staged.file('masks'))
         os.makedirs(staged.file('overlays'))
