@@ -66,3 +66,33 @@ def test_box_tissue_fraction():
     # factor 4: the target-grid box (0, 0, 40, 40) is the whole mask
     assert box_tissue_fraction(mask, 4, 0, 0, 40, 40) == 0.5
     assert box_tissue_fraction(mask, 4, 0, 20, 40, 20) == 0.0
+
+
+FORK_AFTER_SLIDE_CODE = '''
+import sys
+from lpd_mmseg.apis.slide.reader import SlideReader
+try:
+    from lpd_mmseg.testing.synthetic import generate_synthetic_bcss
+except ImportError:
+    from lpd_mmseg.datasets.synthetic import generate_synthetic_bcss
+with SlideReader(sys.argv[1]) as reader:
+    reader.read_downsampled(reader.resolution(2.0), 1)
+# forks two workers (multiprocessing 'fork') that call OpenCV
+generate_synthetic_bcss(sys.argv[2], seed=0, num_train=8, num_val=2,
+                        num_test=2, size=64, progress=False, workers=2)
+print('forked workers finished')
+'''
+
+
+def test_opencv_pool_and_fork(cmu_slide, tmp_path):
+    """Reading a slide and then forking OpenCV workers (as the synthetic
+    data generator does) must not hang.  The hang is a race after fork():
+    it was seen once in the test suite and once in this script before slide
+    code kept OpenCV single-threaded, not on every run."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, '-c', FORK_AFTER_SLIDE_CODE,
+                          cmu_slide, str(tmp_path / 'synthetic')],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert 'forked workers finished' in out.stdout

@@ -2,6 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
+from lpd_mmseg.apis.slide.cvthreads import opencv_single_threaded
 from lpd_mmseg.apis.slide.vectorize import (
     class_polygons,
     feature_collection,
@@ -49,7 +50,8 @@ def test_regions_specks_and_scale():
 
 def test_round_trip_of_a_random_class_map_within_tolerance():
     rng = np.random.default_rng(0)
-    noise = cv2.GaussianBlur(rng.normal(size=(120, 160)), (0, 0), 6)
+    with opencv_single_threaded():  # see test_opencv_pool_and_fork
+        noise = cv2.GaussianBlur(rng.normal(size=(120, 160)), (0, 0), 6)
     labels = np.digitize(noise, np.quantile(noise, [0.3, 0.6])).astype(
         np.uint8)  # classes 0, 1 and background 2
     features = label_features(labels, ['A', 'B', 'BACK'],

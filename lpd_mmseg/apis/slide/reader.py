@@ -18,6 +18,8 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
+from .cvthreads import single_threaded
+
 # A target MPP finer than the base level by more than this factor would
 # invent detail: refused (SlideError).  2x upsampling is allowed with a
 # warning, so a 20x scan (~0.5 um/px) can be run with a 40x (0.25) model.
@@ -194,6 +196,7 @@ class SlideReader:
         rgb = rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)
         return rgb.round().astype(np.uint8)
 
+    @single_threaded
     def read(self, res: Resolution, x: int, y: int, w: int,
              h: int) -> np.ndarray:
         """``(h, w, 3)`` RGB uint8 of the target-grid box at ``(x, y)``.
@@ -209,6 +212,7 @@ class SlideReader:
         return cv2.resize(box, (w, h), interpolation=cv2.INTER_AREA
                           if shrink else cv2.INTER_LINEAR)
 
+    @single_threaded
     def read_downsampled(self, res: Resolution, factor: int,
                          rows_per_read: int = 256) -> np.ndarray:
         """The whole target grid shrunk by ``factor`` (ceil division, so

@@ -14,6 +14,8 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
+from .cvthreads import single_threaded
+
 SATURATION_MIN = 20   # of 255; glass measured at 0-12 on the bundled slide
 SATURATION_MAX = 45   # pale stroma stays above this
 CLOSE_UM = 16.0       # closing radius, microns
@@ -48,6 +50,7 @@ def otsu_threshold(values: np.ndarray) -> int:
     return int(np.argmax(between))
 
 
+@single_threaded
 def saturation(rgb: np.ndarray) -> np.ndarray:
     """``(H, W, 3)`` RGB uint8 -> ``(H, W)`` HSV saturation, uint8."""
     return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2HSV)[..., 1]
@@ -58,6 +61,7 @@ def _disk(radius: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
 
 
+@single_threaded
 def remove_small_objects(mask: np.ndarray, min_pixels: int) -> np.ndarray:
     """Drop 8-connected pieces of a boolean ``(H, W)`` mask with fewer than
     ``min_pixels`` pixels."""
@@ -70,6 +74,7 @@ def remove_small_objects(mask: np.ndarray, min_pixels: int) -> np.ndarray:
     return keep[labels]
 
 
+@single_threaded
 def tissue_mask(rgb: np.ndarray, mpp: float,
                 threshold: Optional[int] = None,
                 min_area_um2: float = MIN_TISSUE_UM2

@@ -15,6 +15,8 @@ from typing import List, Sequence
 import cv2
 import numpy as np
 
+from .cvthreads import single_threaded
+
 MIN_REGION_UM2 = 400.0  # specks below 400 um^2 (a 20 um square) dropped
 # Outlines through pixel centres grow by just under half a pixel: pixel
 # centres inside a region stay inside, and a gap of one pixel between two
@@ -22,6 +24,7 @@ MIN_REGION_UM2 = 400.0  # specks below 400 um^2 (a 20 um square) dropped
 GROW = 0.49
 
 
+@single_threaded
 def class_polygons(mask: np.ndarray, scale: float, min_area_px: float
                    ) -> List[object]:
     """Shapely polygons of the connected regions of a boolean mask.
