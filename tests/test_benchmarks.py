@@ -56,3 +56,13 @@ def test_crf_agreement_quick(tmp_path):
     if payload['pydensecrf_available']:
         assert payload['agreement']['argmax_agreement_min'] > 0.99
     assert osp.isfile(osp.splitext(str(out))[0] + '.md')
+
+
+def test_slide_small(tmp_path):
+    out = tmp_path / 'slide.json'
+    run_tool(['benchmarks/slide.py', '--sizes', '1024', '--tile', '128',
+              '--mpp', '1.0', '--out', str(out)], timeout=600)
+    (row, ) = json.loads(out.read_text())['results']
+    assert row['level0_side'] == 1024 and row['target_mpx'] == 0.1
+    assert row['tiles_run'] > 0 and row['tiles_skipped'] > 0
+    assert row['peak_rss_mb'] > 0 and row['target_mpx_per_s'] > 0

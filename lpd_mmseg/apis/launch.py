@@ -169,6 +169,8 @@ def load_test_config(args) -> Config:
                            'default_hooks.visualization (SegVisualizationHook)'
                            ' in the config')
         hooks.visualization.draw = True
+        # readable overlays (lpd_mmseg/visualization/overlay.py)
+        cfg.visualizer.type = 'TissueSegVisualizer'
         # mmseg draws every 50th batch by default; a user asking for
         # overlays wants one per image.
         hooks.visualization.interval = 1

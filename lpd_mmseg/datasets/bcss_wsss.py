@@ -14,5 +14,7 @@ class BCSSWSSSDataset(WeakLabelHistoDataset):
     NEC.  Masks are palette PNGs: 0 TUM, 1 STR, 2 LYM, 3 NEC, 4 background.
     See :class:`WeakLabelHistoDataset` for arguments.
     """
-    METAINFO = metainfo(BCSS_CLASSES, BCSS_PALETTE)
+    # mpp: microns per pixel of the patches (40x TCGA scans); slide
+    # inference runs at this MPP by default
+    METAINFO = metainfo(BCSS_CLASSES, BCSS_PALETTE, mpp=0.25)
     LABEL_FORMAT = 'compact'

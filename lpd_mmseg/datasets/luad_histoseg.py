@@ -14,5 +14,6 @@ class LUADHistoSegDataset(WeakLabelHistoDataset):
     palette PNGs: 0 TE, 1 NEC, 2 LYM, 3 TAS, 4 background.
     See :class:`WeakLabelHistoDataset` for arguments.
     """
-    METAINFO = metainfo(LUAD_CLASSES, LUAD_PALETTE)
+    # mpp: the patches are 10x crops, about 1 micron per pixel
+    METAINFO = metainfo(LUAD_CLASSES, LUAD_PALETTE, mpp=1.0)
     LABEL_FORMAT = 'spaced'

@@ -8,7 +8,7 @@ colours from here and write through :func:`save_palette_mask`.
 """
 import os
 import os.path as osp
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -28,13 +28,19 @@ INDEX_MODES = ('P', 'L', 'I', 'I;16')
 
 
 def metainfo(classes: Sequence[str],
-             palette: Sequence[Sequence[int]]) -> dict:
-    """MMSeg ``METAINFO`` dict: class names and ``[R, G, B]`` lists."""
+             palette: Sequence[Sequence[int]],
+             mpp: Optional[float] = None) -> dict:
+    """MMSeg ``METAINFO`` dict: class names and ``[R, G, B]`` lists, plus
+    the patches' microns per pixel when known (``mpp``, the default
+    resolution of slide inference)."""
     if len(classes) != len(palette):
         raise ValueError(f'{len(classes)} class names but {len(palette)} '
                          'colours; expected one colour per class')
-    return dict(classes=tuple(classes),
+    meta = dict(classes=tuple(classes),
                 palette=[list(rgb) for rgb in palette])
+    if mpp is not None:
+        meta['mpp'] = float(mpp)
+    return meta
 
 
 def palette_bytes(palette: Sequence[Sequence[int]]) -> List[int]:
