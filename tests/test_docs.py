@@ -16,17 +16,6 @@ import pytest
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
-#: Pages the README links to that other work streams are still writing.
-#: Links to them may dangle until they are merged; remove each entry when its
-#: page lands (then a missing page fails the test again).
-PENDING_DOCS = frozenset({
-    'docs/inference.md',
-    'docs/crf.md',
-    'docs/configs.md',
-    'docs/reliability.md',
-    'docs/slides.md',
-})
-
 #: Top-level folders whose paths, written in code spans or code blocks, are
 #: checked for existence.
 CHECKED_ROOTS = ('configs', 'lpd_mmseg', 'tools', 'benchmarks', 'tests',
@@ -101,7 +90,7 @@ def anchors_of(text):
     return anchors
 
 
-def broken_links(md_file, text, pending=PENDING_DOCS):
+def broken_links(md_file, text):
     """``(target, reason)`` for every relative link of ``md_file`` (a path
     relative to the repository) that does not resolve."""
     problems = []
@@ -116,8 +105,7 @@ def broken_links(md_file, text, pending=PENDING_DOCS):
             continue
         full = osp.join(REPO, resolved)
         if not osp.exists(full):
-            if resolved not in pending:
-                problems.append((target, f'{resolved} does not exist'))
+            problems.append((target, f'{resolved} does not exist'))
             continue
         if not anchor or not resolved.endswith('.md'):
             continue
@@ -134,7 +122,7 @@ def missing_code_paths(text):
     for code in code_texts(text):
         for token in _PATH_TOKEN.findall(code):
             token = token.rstrip('.,:;')
-            if '*' in token or '..' in token or token in PENDING_DOCS:
+            if '*' in token or '..' in token:
                 continue
             if not osp.exists(osp.join(REPO, token)):
                 missing.append(token)
@@ -164,7 +152,7 @@ def test_readme_links_every_doc_page():
                       for t in link_targets(_read('README.md'))}
     pages = {osp.relpath(p, REPO)
              for p in glob.glob(osp.join(REPO, 'docs', '*.md'))}
-    unlinked = sorted((pages | PENDING_DOCS) - readme_targets)
+    unlinked = sorted(pages - readme_targets)
     assert not unlinked, f'README.md does not link {unlinked}'
 
 
@@ -196,7 +184,7 @@ def test_no_pointers_to_notes_outside_the_repository():
 # ------------------------------------------------------ the checks themselves
 SAMPLE = """# Title
 ## Two words `here`
-See [ok](README.md), [pending](docs/crf.md), [gone](docs/nope.md),
+See [ok](README.md), [crf](docs/crf.md), [gone](docs/nope.md),
 [anchor](#two-words-here), [bad anchor](#missing), [out](../x.md),
 [web](https://example.org/a.md), ![img](docs/none.png).
 `[not a link](docs/nope2.md)`

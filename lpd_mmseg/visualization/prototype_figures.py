@@ -7,6 +7,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .overlay import blend_labels
+
 
 def _new_figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -14,23 +16,6 @@ def _new_figure(width: float, height: float):
     fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
     return fig
-
-
-def colorize_mask(mask: np.ndarray, palette: Sequence[Sequence[int]]
-                  ) -> np.ndarray:
-    """``(H, W)`` class indices -> ``(H, W, 3)`` uint8 palette colours
-    (values without a colour become black)."""
-    lut = np.zeros((256, 3), np.uint8)
-    lut[:len(palette)] = np.asarray(palette, np.uint8)
-    return lut[np.clip(np.asarray(mask), 0, 255).astype(np.int64)]
-
-
-def overlay(rgb: np.ndarray, colours: np.ndarray, alpha: float = 0.5
-            ) -> np.ndarray:
-    """Blend an image with a colour map, ``alpha`` = weight of the map."""
-    mixed = (1 - alpha) * rgb.astype(np.float32) + alpha * colours.astype(
-        np.float32)
-    return mixed.round().clip(0, 255).astype(np.uint8)
 
 
 def draw_prototype_panel(path: str,
@@ -72,7 +57,7 @@ def draw_prototype_panel(path: str,
     ax.set_title('image', fontsize=9)
     ax.axis('off')
     ax = fig.add_subplot(grid[0, 1])
-    ax.imshow(overlay(rgb, colorize_mask(pred, palette)))
+    ax.imshow(blend_labels(rgb, pred, palette, alpha=0.5, hatch=False))
     ax.set_title('prediction', fontsize=9)
     ax.axis('off')
     handles = [Patch(facecolor=np.asarray(palette[i]) / 255.0,
@@ -144,5 +129,5 @@ def draw_coverage_figure(path: str, report: dict, num_prototypes: int,
 
 
 __all__ = [
-    'colorize_mask', 'overlay', 'draw_prototype_panel', 'draw_coverage_figure'
+    'draw_prototype_panel', 'draw_coverage_figure'
 ]

@@ -4,8 +4,8 @@ import torch
 from PIL import Image
 
 from lpd_mmseg.evaluation.prototype_coverage import coverage_report
+from lpd_mmseg.visualization.overlay import colour_lut
 from lpd_mmseg.visualization.prototype_figures import (
-    colorize_mask,
     draw_coverage_figure,
     draw_prototype_panel,
 )
@@ -30,9 +30,9 @@ def test_panel_titles_and_legend(tmp_path):
         assert img.size[0] > 100 and img.size[1] > 100
 
 
-def test_colorize_mask_uses_the_palette():
-    colours = colorize_mask(np.array([[0, 1], [2, 7]]),
-                            [[255, 0, 0], [0, 255, 0], [1, 2, 3]])
+def test_colour_lut_uses_the_palette():
+    lut = colour_lut([[255, 0, 0], [0, 255, 0], [1, 2, 3]])
+    colours = lut[np.array([[0, 1], [2, 7]])]
     assert colours.tolist() == [[[255, 0, 0], [0, 255, 0]],
                                 [[1, 2, 3], [0, 0, 0]]]  # 7: no colour
 
