@@ -29,7 +29,6 @@ import warnings
 from typing import Tuple
 
 import torch
-import torch.nn.functional as F
 
 __all__ = ['PermutohedralLattice', 'lattice_build_bytes',
            'lattice_held_bytes', 'lattice_filter_bytes']
@@ -55,9 +54,9 @@ def lattice_build_bytes(points: int, dim: int) -> int:
 def lattice_held_bytes(points: int, dim: int, vertices: int) -> int:
     """Bytes a built lattice holds.
 
-    Splat and slice CSR matrices (int64 indices, float32 weights,
-    ``N (d + 1)`` entries each) and the ``(d + 1, 2 M)`` int64 neighbour
-    table.
+    Splat and slice CSR matrices (float32 weights, ``N (d + 1)`` entries
+    each, and their indices) and the ``(d + 1, 2 M)`` neighbour table; the
+    indices are int32 where they fit (:func:`_index_dtype`), else int64.
 
     Args:
         points: Number of points N.
@@ -68,7 +67,9 @@ def lattice_held_bytes(points: int, dim: int, vertices: int) -> int:
         int: bytes.
     """
     k = dim + 1
-    return 24 * points * k + 8 * points + vertices * (8 + 16 * k) + 16
+    i = _index_dtype(points * k + 1).itemsize
+    return ((8 + 2 * i) * points * k + i * (points + vertices + 2)
+            + 2 * i * k * vertices)
 
 
 def lattice_filter_bytes(points: int, vertices: int, channels: int) -> int:
@@ -151,14 +152,14 @@ def simplex(elevated: torch.Tensor
     total = torch.div(rem0.sum(0), k, rounding_mode='floor').long()
     diff = e - rem0
     # rank_m = #{j > m: diff_m < diff_j} + #{i < m: diff_i >= diff_m}, the
-    # counts of pydensecrf's pairwise loop, as one product over the pairs
-    first, second = torch.triu_indices(k, k, 1, device=e.device)
-    later_larger = (diff[first] < diff[second]).float()  # (pairs, N)
-    to_first = F.one_hot(first, k).T.float()  # (k, pairs)
-    to_second = F.one_hot(second, k).T.float()
-    rank = ((to_first - to_second) @ later_larger).add_(
-        to_second.sum(1, keepdim=True)).long()
-    del diff, later_larger
+    # counts of pydensecrf's pairwise loop, one row comparison per pair
+    rank = torch.zeros(k, n, dtype=torch.long, device=e.device)
+    for m in range(k):
+        for j in range(m + 1, k):
+            later_larger = diff[m] < diff[j]
+            rank[m] += later_larger
+            rank[j] += ~later_larger
+    del diff
     rank += total
     rem0 = rem0.long()
     shift = k * ((rank < 0).long() - (rank > dim).long())
@@ -229,6 +230,12 @@ def vertex_codes(rem0: torch.Tensor, rank: torch.Tensor,
     return codes, weights
 
 
+def _index_dtype(size: int) -> torch.dtype:
+    """int32 for indices below ``size`` where they fit (less memory
+    traffic in the sparse products and gathers), else int64."""
+    return torch.int32 if size < 2**31 else torch.int64
+
+
 def _csr(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor,
          shape: Tuple[int, int]) -> torch.Tensor:
     """Sparse CSR matrix (no invariant checks: the indices are built here)."""
@@ -258,8 +265,8 @@ class PermutohedralLattice:
         num_vertices: M, the number of distinct lattice vertices.
         splat: (M, B N) CSR matrix of barycentric weights.
         slice: (B N, M) CSR matrix, its transpose times ``1 / (1 + 2^-d)``.
-        neighbours: (d + 1, 2 M) int64 blur neighbours of every vertex
-            along each direction (M where there is none).
+        neighbours: (d + 1, 2 M) int32 (int64 past 2^31) blur neighbours
+            of every vertex along each direction (M where there is none).
     """
 
     def __init__(self, features: torch.Tensor, on_vertices=None):
@@ -284,18 +291,21 @@ class PermutohedralLattice:
         if on_vertices is not None:
             on_vertices(m)
         weights = weights.view(-1)
+        index = _index_dtype(points * k + 1)
         # splat: rows = vertices (entries sorted by vertex), cols = points
-        crow = torch.zeros(m + 1, dtype=torch.long, device=device)
-        torch.cumsum(counts, 0, out=crow[1:])
+        crow = torch.zeros(m + 1, dtype=index, device=device)
+        crow[1:] = counts.cumsum(0)
         del counts
-        self.splat = _csr(crow, order // k, weights[order], (m, points))
+        self.splat = _csr(crow, (order // k).to(index), weights[order],
+                          (m, points))
         # slice: rows = points, cols = their d + 1 vertices
-        inverse = torch.empty_like(vertex).scatter_(0, order, vertex)
+        inverse = torch.empty_like(vertex, dtype=index).scatter_(
+            0, order, vertex.to(index))
         del order, vertex
         alpha = 1.0 / (1.0 + 2.0**-dim)
         self.slice = _csr(
-            torch.arange(0, points * k + 1, k, device=device), inverse,
-            weights * alpha, (points, m))
+            torch.arange(0, points * k + 1, k, dtype=index, device=device),
+            inverse, weights * alpha, (points, m))
         del inverse
         self.neighbours = torch.stack(
             [self._neighbours(unique, steps, j) for j in range(k)])
@@ -317,13 +327,39 @@ class PermutohedralLattice:
         if j < dim:
             delta += (dim + 1) * int(steps[j])
         wanted = unique + delta
-        pos = torch.searchsorted(unique, wanted).clamp_max(m - 1)
+        pos = torch.searchsorted(unique, wanted).clamp_max_(m - 1)
         found = unique[pos] == wanted
         back = torch.where(found, pos, m)
-        # the forward neighbour relation is the inverse of the backward one
-        forward = torch.full_like(back, m)
-        forward[back[found]] = torch.arange(m, device=unique.device)[found]
-        return torch.cat([back, forward])
+        # the forward neighbour relation is the inverse of the backward one;
+        # the missing ones all write into the spare slot m, dropped after
+        forward = torch.full((m + 1,), m, dtype=back.dtype,
+                             device=back.device)
+        forward[back] = torch.arange(m, dtype=back.dtype, device=back.device)
+        return torch.cat([back, forward[:m]]).to(_index_dtype(m + 1))
+
+    def normalise_(self) -> 'PermutohedralLattice':
+        """Make :meth:`filter` apply ``D^-1/2 K D^-1/2``, ``D = K 1``.
+
+        The symmetric normalisation of the CRF kernels, folded into the
+        splat weights (times each sender's ``D^-1/2``) and the slice
+        weights (times each receiver's), so that it costs nothing per
+        filtering.  In place; returns the lattice.
+        """
+        points = self.slice.shape[0]
+        ones = self.slice.values().new_ones(points, 1)
+        inv_sqrt = (self.filter(ones)[:, 0] + 1e-20).rsqrt()  # (points,)
+        k = self.shape[2] + 1
+        self.splat = _csr(self.splat.crow_indices(),
+                          self.splat.col_indices(),
+                          self.splat.values() *
+                          inv_sqrt[self.splat.col_indices().long()],
+                          self.splat.shape)
+        self.slice = _csr(self.slice.crow_indices(),
+                          self.slice.col_indices(),
+                          self.slice.values() *
+                          inv_sqrt.repeat_interleave(k),
+                          self.slice.shape)
+        return self
 
     def filter(self, values: torch.Tensor) -> torch.Tensor:
         """Splat, blur along the d + 1 directions in order, slice.

@@ -129,35 +129,25 @@ class NormalizedKernel:
     """``Kn = D^-1/2 K D^-1/2`` with ``K`` a lattice filter and ``D = K 1``.
 
     Args:
-        lattice: The lattice of the kernel.
+        lattice: The lattice of the kernel; normalised in place
+            (:meth:`~.lattice.PermutohedralLattice.normalise_`), so its
+            ``filter`` applies ``Kn`` afterwards.
         shared: The lattice holds one image whose filter applies to every
             image of the batch (the position-only kernel); otherwise it
             holds the B images side by side.
     """
 
     def __init__(self, lattice: PermutohedralLattice, shared: bool):
-        self.lattice, self.shared = lattice, shared
-        points = lattice.shape[0] * lattice.shape[1]
-        ones = torch.ones(points, 1, device=lattice.slice.device)
-        norm = (lattice.filter(ones) + 1e-20).rsqrt()  # (points, 1)
-        batch, n = lattice.shape[:2]
-        self.inv_sqrt_norm = norm.view(batch, 1, n)  # receiver side
-        self.inv_sqrt_norm_t = norm.view(batch, n, 1)  # sender side
+        self.lattice, self.shared = lattice.normalise_(), shared
 
     def __call__(self, q: torch.Tensor) -> torch.Tensor:
         """(B, C, N) -> (B, C, N) normalised filter of ``q``."""
         b, c, n = q.shape
         if self.shared:  # (N, B C) through one lattice
-            sent = q.new_empty(n, b * c)  # contiguous, for the products
-            torch.mul(q.reshape(b * c, n).T, self.inv_sqrt_norm_t[0],
-                      out=sent)
-            out = self.lattice.filter(sent).T.reshape(b, c, n)
-        else:  # (B N, C)
-            sent = q.new_empty(b, n, c)
-            torch.mul(q.transpose(1, 2), self.inv_sqrt_norm_t, out=sent)
-            out = self.lattice.filter(sent.view(b * n, c))
-            out = out.view(b, n, c).transpose(1, 2)
-        return torch.mul(out, self.inv_sqrt_norm)
+            sent = q.reshape(b * c, n).T.contiguous()
+            return self.lattice.filter(sent).T.reshape(b, c, n)
+        sent = q.transpose(1, 2).contiguous().view(b * n, c)  # (B N, C)
+        return self.lattice.filter(sent).view(b, n, c).transpose(1, 2)
 
 
 def spatial_kernel(height: int, width: int, sxy: float,
