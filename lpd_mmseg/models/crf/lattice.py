@@ -75,9 +75,9 @@ def lattice_held_bytes(points: int, dim: int, vertices: int) -> int:
 def lattice_filter_bytes(points: int, vertices: int, channels: int) -> int:
     """Peak temporary bytes of one :meth:`PermutohedralLattice.filter`.
 
-    Two ``(M + 1, C)`` blur buffers, the gathered neighbour pairs and the
-    splat result (``5 M C`` values), the input copy, the normalised input
-    and the output (``3 N C``), float32.
+    Two ``(M + 1, C)`` blur buffers, the gathered forward neighbours and
+    (on CUDA) the splat result (``4 M C`` values), the input copy and the
+    output (``2 N C``), float32.
 
     Args:
         points: Number of points N.
@@ -87,7 +87,7 @@ def lattice_filter_bytes(points: int, vertices: int, channels: int) -> int:
     Returns:
         int: bytes.
     """
-    return 4 * channels * (5 * (vertices + 1) + 3 * points)
+    return 4 * channels * (4 * (vertices + 1) + 2 * points)
 
 
 def _scale_factors(dim: int, device: torch.device) -> torch.Tensor:
@@ -145,34 +145,33 @@ def simplex(elevated: torch.Tensor
     k, n = e.shape
     dim = k - 1
     down = 1.0 / k
-    up = torch.ceil(e * down) * k
-    low = torch.floor(e * down) * k
+    scaled = e * down
+    up = torch.ceil(scaled).mul_(k)
+    low = scaled.floor_().mul_(k)
     rem0 = torch.where(up - e < e - low, up, low)
-    del up, low
-    total = torch.div(rem0.sum(0), k, rounding_mode='floor').long()
+    del up, low, scaled
     diff = e - rem0
     # rank_m = #{j > m: diff_m < diff_j} + #{i < m: diff_i >= diff_m}, the
     # counts of pydensecrf's pairwise loop, one row comparison per pair
-    rank = torch.zeros(k, n, dtype=torch.long, device=e.device)
+    rank = torch.zeros(k, n, dtype=torch.int32, device=e.device)
     for m in range(k):
         for j in range(m + 1, k):
             later_larger = diff[m] < diff[j]
             rank[m] += later_larger
-            rank[j] += ~later_larger
+            rank[j] += later_larger.logical_not_()
     del diff
-    rank += total
-    rem0 = rem0.long()
-    shift = k * ((rank < 0).long() - (rank > dim).long())
+    rank += torch.div(rem0.sum(0), k, rounding_mode='floor').int()
+    shift = (rank < 0).int().sub_((rank > dim).int()).mul_(k)
     rank += shift
-    rem0 += shift
+    rem0 = rem0.long().add_(shift)
     del shift
-    delta = ((e - rem0.float()) * down).T.contiguous()  # (N, k)
-    slot = (dim - rank).T.contiguous()
+    delta = (e - rem0).mul_(down).T.contiguous()  # (N, k)
+    slot = (dim - rank).T.to(torch.long, memory_format=torch.contiguous_format)
     bary = e.new_zeros(n, k + 1)
     bary.scatter_add_(1, slot, delta)
-    bary.scatter_add_(1, slot + 1, -delta)
+    bary.scatter_add_(1, slot + 1, delta.neg_())
     bary[:, 0] += 1.0 + bary[:, k]
-    return rem0.T, rank.T, bary[:, :k].contiguous()
+    return rem0.T, rank.long().T, bary[:, :k].contiguous()
 
 
 def vertex_codes(rem0: torch.Tensor, rank: torch.Tensor,
@@ -327,7 +326,9 @@ class PermutohedralLattice:
         if j < dim:
             delta += (dim + 1) * int(steps[j])
         wanted = unique + delta
-        pos = torch.searchsorted(unique, wanted).clamp_max_(m - 1)
+        small = _index_dtype(m + 1) == torch.int32
+        pos = torch.searchsorted(unique, wanted, out_int32=small)
+        pos.clamp_max_(m - 1)
         found = unique[pos] == wanted
         back = torch.where(found, pos, m)
         # the forward neighbour relation is the inverse of the backward one;
@@ -335,7 +336,7 @@ class PermutohedralLattice:
         forward = torch.full((m + 1,), m, dtype=back.dtype,
                              device=back.device)
         forward[back] = torch.arange(m, dtype=back.dtype, device=back.device)
-        return torch.cat([back, forward[:m]]).to(_index_dtype(m + 1))
+        return torch.cat([back, forward[:m]])
 
     def normalise_(self) -> 'PermutohedralLattice':
         """Make :meth:`filter` apply ``D^-1/2 K D^-1/2``, ``D = K 1``.
@@ -376,10 +377,10 @@ class PermutohedralLattice:
             grid[:m] = self.splat @ values
         else:  # straight into the buffer
             torch.mm(self.splat, values, out=grid[:m])
-        for index in self.neighbours:
-            torch.index_select(grid, 0, index, out=pair)
-            torch.add(grid[:m], pair[:m], alpha=0.5, out=spare[:m])
-            spare[:m].add_(pair[m:], alpha=0.5)
+        for index in self.neighbours:  # (back + forward) / 2 + centre
+            torch.index_select(grid, 0, index[:m], out=spare[:m])
+            torch.index_select(grid, 0, index[m:], out=pair)
+            spare[:m].add_(pair).mul_(0.5).add_(grid[:m])
             grid, spare = spare, grid
         return self.slice @ grid[:m]
 
@@ -387,7 +388,7 @@ class PermutohedralLattice:
         """Blur buffers for ``values``' channel count, kept for reuse.
 
         Two ``(M + 1, C)`` grids whose last row (the missing neighbour)
-        stays 0, and the ``(2 M, C)`` gathered neighbour pairs.
+        stays 0, and the ``(M, C)`` gathered forward neighbours.
         """
         key = (values.shape[1], values.dtype)
         if key not in self._cache:
@@ -395,5 +396,5 @@ class PermutohedralLattice:
             self._cache.clear()  # one channel count at a time
             self._cache[key] = (values.new_zeros(m + 1, c),
                                 values.new_zeros(m + 1, c),
-                                values.new_empty(2 * m, c))
+                                values.new_empty(m, c))
         return self._cache[key]
