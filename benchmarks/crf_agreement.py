@@ -180,7 +180,8 @@ class ExactSpatialKernel:
         out = self.rows @ q.view(b, c, *self.shape) @ self.cols
         return out.reshape(b, c, -1)
 
-    def __call__(self, q: torch.Tensor) -> torch.Tensor:
+    def __call__(self, q: torch.Tensor,
+                 sums_to_one: bool = False) -> torch.Tensor:
         return self.inv_sqrt_norm * self.blur(q * self.inv_sqrt_norm)
 
 

@@ -139,14 +139,40 @@ class NormalizedKernel:
 
     def __init__(self, lattice: PermutohedralLattice, shared: bool):
         self.lattice, self.shared = lattice.normalise_(), shared
+        self._of_ones = None
 
-    def __call__(self, q: torch.Tensor) -> torch.Tensor:
-        """(B, C, N) -> (B, C, N) normalised filter of ``q``."""
+    def __call__(self, q: torch.Tensor,
+                 sums_to_one: bool = False) -> torch.Tensor:
+        """(B, C, N) -> (B, C, N) normalised filter of ``q``.
+
+        With ``sums_to_one`` (``q`` sums to 1 over C at every point, as
+        mean-field probabilities do) only C - 1 channels go through the
+        lattice and the last is ``Kn 1`` minus the others (linearity): the
+        filter's cost is proportional to the channels.
+        """
+        b, c, n = q.shape
+        if not sums_to_one or c < 2:
+            return self._filter(q)
+        out = q.new_empty(b, c, n)
+        out[:, :-1] = self._filter(q[:, :-1])
+        torch.sub(self.of_ones(), out[:, :-1].sum(1), out=out[:, -1])
+        return out
+
+    def of_ones(self) -> torch.Tensor:
+        """(B or 1, N) ``Kn 1``, computed once."""
+        if self._of_ones is None:
+            batch, n = self.lattice.shape[:2]
+            ones = torch.ones(batch, 1, n, device=self.lattice.slice.device)
+            self._of_ones = self._filter(ones)[:, 0]
+        return self._of_ones
+
+    def _filter(self, q: torch.Tensor) -> torch.Tensor:
+        """(B, C, N) -> (B, C, N) view of ``Kn q``; one copy of ``q``."""
         b, c, n = q.shape
         if self.shared:  # (N, B C) through one lattice
-            sent = q.reshape(b * c, n).T.contiguous()
-            return self.lattice.filter(sent).T.reshape(b, c, n)
-        sent = q.transpose(1, 2).contiguous().view(b * n, c)  # (B N, C)
+            sent = q.permute(2, 0, 1).reshape(n, b * c)
+            return self.lattice.filter(sent).view(n, b, c).permute(1, 2, 0)
+        sent = q.transpose(1, 2).reshape(b * n, c)  # (B N, C)
         return self.lattice.filter(sent).view(b, n, c).transpose(1, 2)
 
 
@@ -209,7 +235,7 @@ def mean_field(unary: torch.Tensor, terms, iterations: int) -> torch.Tensor:
         sender = q.clamp_min(TINY)
         logits = unary.neg()
         for compat, kernel in terms:
-            logits.add_(kernel(sender), alpha=compat)
+            logits.add_(kernel(sender, sums_to_one=True), alpha=compat)
         q = torch.softmax(logits, dim=1)
     return q
 
