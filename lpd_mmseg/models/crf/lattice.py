@@ -295,12 +295,12 @@ class PermutohedralLattice:
         crow = torch.zeros(m + 1, dtype=index, device=device)
         crow[1:] = counts.cumsum(0)
         del counts
-        self.splat = _csr(crow, (order // k).to(index), weights[order],
-                          (m, points))
+        point = order.to(index).div_(k, rounding_mode='floor')
+        self.splat = _csr(crow, point, weights[order], (m, points))
         # slice: rows = points, cols = their d + 1 vertices
         inverse = torch.empty_like(vertex, dtype=index).scatter_(
             0, order, vertex.to(index))
-        del order, vertex
+        del order, vertex, point
         alpha = 1.0 / (1.0 + 2.0**-dim)
         self.slice = _csr(
             torch.arange(0, points * k + 1, k, dtype=index, device=device),

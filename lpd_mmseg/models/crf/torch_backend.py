@@ -231,11 +231,12 @@ def mean_field(unary: torch.Tensor, terms, iterations: int) -> torch.Tensor:
         torch.Tensor: (B, C, N) float32 probabilities.
     """
     q = torch.softmax(-unary, dim=1)
+    logits = torch.empty_like(unary)
     for _ in range(iterations):
-        sender = q.clamp_min(TINY)
-        logits = unary.neg()
+        q.clamp_min_(TINY)
+        torch.neg(unary, out=logits)
         for compat, kernel in terms:
-            logits.add_(kernel(sender, sums_to_one=True), alpha=compat)
+            logits.add_(kernel(q, sums_to_one=True), alpha=compat)
         q = torch.softmax(logits, dim=1)
     return q
 
