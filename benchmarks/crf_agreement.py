@@ -20,7 +20,7 @@ images (paper parameters, 2 to 5 classes), in one run:
 
 Writes JSON (environment, command, settings, every measurement)::
 
-    python benchmarks/crf_agreement.py                 # ~10 min on 2 cores
+    python benchmarks/crf_agreement.py                 # 4-10 min, 2 cores
     python benchmarks/crf_agreement.py --quick         # smoke run
 """
 import argparse
