@@ -350,16 +350,14 @@ class PermutohedralLattice:
         ones = self.slice.values().new_ones(points, 1)
         inv_sqrt = (self.filter(ones)[:, 0] + 1e-20).rsqrt()  # (points,)
         k = self.shape[2] + 1
-        self.splat = _csr(self.splat.crow_indices(),
-                          self.splat.col_indices(),
-                          self.splat.values() *
-                          inv_sqrt[self.splat.col_indices().long()],
-                          self.splat.shape)
-        self.slice = _csr(self.slice.crow_indices(),
-                          self.slice.col_indices(),
-                          self.slice.values() *
-                          inv_sqrt.repeat_interleave(k),
-                          self.slice.shape)
+        splat, slice_ = self.splat, self.slice
+        self.splat = _csr(
+            splat.crow_indices(), splat.col_indices(),
+            splat.values() * inv_sqrt[splat.col_indices()], splat.shape)
+        self.slice = _csr(  # k entries per receiver row
+            slice_.crow_indices(), slice_.col_indices(),
+            (slice_.values().view(points, k) * inv_sqrt[:, None]).view(-1),
+            slice_.shape)
         return self
 
     def filter(self, values: torch.Tensor) -> torch.Tensor:
