@@ -20,7 +20,7 @@ images (paper parameters, 2 to 5 classes), in one run:
 
 Writes JSON (environment, command, settings, every measurement)::
 
-    python benchmarks/crf_agreement.py                 # ~10 min on 2 cores
+    python benchmarks/crf_agreement.py                 # 4-10 min, 2 cores
     python benchmarks/crf_agreement.py --quick         # smoke run
 """
 import argparse
@@ -180,7 +180,8 @@ class ExactSpatialKernel:
         out = self.rows @ q.view(b, c, *self.shape) @ self.cols
         return out.reshape(b, c, -1)
 
-    def __call__(self, q: torch.Tensor) -> torch.Tensor:
+    def __call__(self, q: torch.Tensor,
+                 sums_to_one: bool = False) -> torch.Tensor:
         return self.inv_sqrt_norm * self.blur(q * self.inv_sqrt_norm)
 
 

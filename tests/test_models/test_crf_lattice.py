@@ -181,3 +181,17 @@ def test_cuda_lattice_matches_cpu():
     cpu = PermutohedralLattice(features).filter(values)
     gpu = PermutohedralLattice(features.cuda()).filter(values.cuda())
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=1e-4)
+
+
+def test_probabilities_skip_one_channel_exactly():
+    gen = torch.Generator().manual_seed(4)
+    images = torch.rand(2, 3, 18, 15, generator=gen) * 255
+    q = torch.softmax(torch.randn(2, 4, 18 * 15, generator=gen) * 3, 1)
+    for shared, features in (
+            (False, pixel_features(18, 15, 3.0, images, 20.0)),
+            (True, pixel_features(18, 15, 4.0))):
+        kernel = NormalizedKernel(PermutohedralLattice(features), shared)
+        full = kernel(q)
+        fast = kernel(q, sums_to_one=True)
+        assert fast.shape == (2, 4, 18 * 15)
+        torch.testing.assert_close(fast, full, atol=2e-6, rtol=0)

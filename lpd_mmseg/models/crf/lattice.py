@@ -29,7 +29,6 @@ import warnings
 from typing import Tuple
 
 import torch
-import torch.nn.functional as F
 
 __all__ = ['PermutohedralLattice', 'lattice_build_bytes',
            'lattice_held_bytes', 'lattice_filter_bytes']
@@ -55,9 +54,9 @@ def lattice_build_bytes(points: int, dim: int) -> int:
 def lattice_held_bytes(points: int, dim: int, vertices: int) -> int:
     """Bytes a built lattice holds.
 
-    Splat and slice CSR matrices (int64 indices, float32 weights,
-    ``N (d + 1)`` entries each) and the ``(d + 1, 2 M)`` int64 neighbour
-    table.
+    Splat and slice CSR matrices (float32 weights, ``N (d + 1)`` entries
+    each, and their indices) and the ``(d + 1, 2 M)`` neighbour table; the
+    indices are int32 where they fit (:func:`_index_dtype`), else int64.
 
     Args:
         points: Number of points N.
@@ -68,15 +67,17 @@ def lattice_held_bytes(points: int, dim: int, vertices: int) -> int:
         int: bytes.
     """
     k = dim + 1
-    return 24 * points * k + 8 * points + vertices * (8 + 16 * k) + 16
+    i = _index_dtype(points * k + 1).itemsize
+    return ((8 + 2 * i) * points * k + i * (points + vertices + 2)
+            + 2 * i * k * vertices)
 
 
 def lattice_filter_bytes(points: int, vertices: int, channels: int) -> int:
     """Peak temporary bytes of one :meth:`PermutohedralLattice.filter`.
 
-    Two ``(M + 1, C)`` blur buffers, the gathered neighbour pairs and the
-    splat result (``5 M C`` values), the input copy, the normalised input
-    and the output (``3 N C``), float32.
+    Two ``(M + 1, C)`` blur buffers, the gathered forward neighbours and
+    (on CUDA) the splat result (``4 M C`` values), the input copy and the
+    output (``2 N C``), float32.
 
     Args:
         points: Number of points N.
@@ -86,7 +87,7 @@ def lattice_filter_bytes(points: int, vertices: int, channels: int) -> int:
     Returns:
         int: bytes.
     """
-    return 4 * channels * (5 * (vertices + 1) + 3 * points)
+    return 4 * channels * (4 * (vertices + 1) + 2 * points)
 
 
 def _scale_factors(dim: int, device: torch.device) -> torch.Tensor:
@@ -144,34 +145,33 @@ def simplex(elevated: torch.Tensor
     k, n = e.shape
     dim = k - 1
     down = 1.0 / k
-    up = torch.ceil(e * down) * k
-    low = torch.floor(e * down) * k
+    scaled = e * down
+    up = torch.ceil(scaled).mul_(k)
+    low = scaled.floor_().mul_(k)
     rem0 = torch.where(up - e < e - low, up, low)
-    del up, low
-    total = torch.div(rem0.sum(0), k, rounding_mode='floor').long()
+    del up, low, scaled
     diff = e - rem0
     # rank_m = #{j > m: diff_m < diff_j} + #{i < m: diff_i >= diff_m}, the
-    # counts of pydensecrf's pairwise loop, as one product over the pairs
-    first, second = torch.triu_indices(k, k, 1, device=e.device)
-    later_larger = (diff[first] < diff[second]).float()  # (pairs, N)
-    to_first = F.one_hot(first, k).T.float()  # (k, pairs)
-    to_second = F.one_hot(second, k).T.float()
-    rank = ((to_first - to_second) @ later_larger).add_(
-        to_second.sum(1, keepdim=True)).long()
-    del diff, later_larger
-    rank += total
-    rem0 = rem0.long()
-    shift = k * ((rank < 0).long() - (rank > dim).long())
+    # counts of pydensecrf's pairwise loop, one row comparison per pair
+    rank = torch.zeros(k, n, dtype=torch.int32, device=e.device)
+    for m in range(k):
+        for j in range(m + 1, k):
+            later_larger = diff[m] < diff[j]
+            rank[m] += later_larger
+            rank[j] += later_larger.logical_not_()
+    del diff
+    rank += torch.div(rem0.sum(0), k, rounding_mode='floor').int()
+    shift = (rank < 0).int().sub_((rank > dim).int()).mul_(k)
     rank += shift
-    rem0 += shift
+    rem0 = rem0.long().add_(shift)
     del shift
-    delta = ((e - rem0.float()) * down).T.contiguous()  # (N, k)
-    slot = (dim - rank).T.contiguous()
+    delta = (e - rem0).mul_(down).T.contiguous()  # (N, k)
+    slot = (dim - rank).T.to(torch.long, memory_format=torch.contiguous_format)
     bary = e.new_zeros(n, k + 1)
     bary.scatter_add_(1, slot, delta)
-    bary.scatter_add_(1, slot + 1, -delta)
+    bary.scatter_add_(1, slot + 1, delta.neg_())
     bary[:, 0] += 1.0 + bary[:, k]
-    return rem0.T, rank.T, bary[:, :k].contiguous()
+    return rem0.T, rank.long().T, bary[:, :k].contiguous()
 
 
 def vertex_codes(rem0: torch.Tensor, rank: torch.Tensor,
@@ -229,6 +229,12 @@ def vertex_codes(rem0: torch.Tensor, rank: torch.Tensor,
     return codes, weights
 
 
+def _index_dtype(size: int) -> torch.dtype:
+    """int32 for indices below ``size`` where they fit (less memory
+    traffic in the sparse products and gathers), else int64."""
+    return torch.int32 if size < 2**31 else torch.int64
+
+
 def _csr(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor,
          shape: Tuple[int, int]) -> torch.Tensor:
     """Sparse CSR matrix (no invariant checks: the indices are built here)."""
@@ -258,8 +264,8 @@ class PermutohedralLattice:
         num_vertices: M, the number of distinct lattice vertices.
         splat: (M, B N) CSR matrix of barycentric weights.
         slice: (B N, M) CSR matrix, its transpose times ``1 / (1 + 2^-d)``.
-        neighbours: (d + 1, 2 M) int64 blur neighbours of every vertex
-            along each direction (M where there is none).
+        neighbours: (d + 1, 2 M) int32 (int64 past 2^31) blur neighbours
+            of every vertex along each direction (M where there is none).
     """
 
     def __init__(self, features: torch.Tensor, on_vertices=None):
@@ -284,18 +290,21 @@ class PermutohedralLattice:
         if on_vertices is not None:
             on_vertices(m)
         weights = weights.view(-1)
+        index = _index_dtype(points * k + 1)
         # splat: rows = vertices (entries sorted by vertex), cols = points
-        crow = torch.zeros(m + 1, dtype=torch.long, device=device)
-        torch.cumsum(counts, 0, out=crow[1:])
+        crow = torch.zeros(m + 1, dtype=index, device=device)
+        crow[1:] = counts.cumsum(0)
         del counts
-        self.splat = _csr(crow, order // k, weights[order], (m, points))
+        point = order.to(index).div_(k, rounding_mode='floor')
+        self.splat = _csr(crow, point, weights[order], (m, points))
         # slice: rows = points, cols = their d + 1 vertices
-        inverse = torch.empty_like(vertex).scatter_(0, order, vertex)
-        del order, vertex
+        inverse = torch.empty_like(vertex, dtype=index).scatter_(
+            0, order, vertex.to(index))
+        del order, vertex, point
         alpha = 1.0 / (1.0 + 2.0**-dim)
         self.slice = _csr(
-            torch.arange(0, points * k + 1, k, device=device), inverse,
-            weights * alpha, (points, m))
+            torch.arange(0, points * k + 1, k, dtype=index, device=device),
+            inverse, weights * alpha, (points, m))
         del inverse
         self.neighbours = torch.stack(
             [self._neighbours(unique, steps, j) for j in range(k)])
@@ -317,13 +326,39 @@ class PermutohedralLattice:
         if j < dim:
             delta += (dim + 1) * int(steps[j])
         wanted = unique + delta
-        pos = torch.searchsorted(unique, wanted).clamp_max(m - 1)
+        small = _index_dtype(m + 1) == torch.int32
+        pos = torch.searchsorted(unique, wanted, out_int32=small)
+        pos.clamp_max_(m - 1)
         found = unique[pos] == wanted
         back = torch.where(found, pos, m)
-        # the forward neighbour relation is the inverse of the backward one
-        forward = torch.full_like(back, m)
-        forward[back[found]] = torch.arange(m, device=unique.device)[found]
-        return torch.cat([back, forward])
+        # the forward neighbour relation is the inverse of the backward one;
+        # the missing ones all write into the spare slot m, dropped after
+        forward = torch.full((m + 1,), m, dtype=back.dtype,
+                             device=back.device)
+        forward[back] = torch.arange(m, dtype=back.dtype, device=back.device)
+        return torch.cat([back, forward[:m]])
+
+    def normalise_(self) -> 'PermutohedralLattice':
+        """Make :meth:`filter` apply ``D^-1/2 K D^-1/2``, ``D = K 1``.
+
+        The symmetric normalisation of the CRF kernels, folded into the
+        splat weights (times each sender's ``D^-1/2``) and the slice
+        weights (times each receiver's), so that it costs nothing per
+        filtering.  In place; returns the lattice.
+        """
+        points = self.slice.shape[0]
+        ones = self.slice.values().new_ones(points, 1)
+        inv_sqrt = (self.filter(ones)[:, 0] + 1e-20).rsqrt()  # (points,)
+        k = self.shape[2] + 1
+        splat, slice_ = self.splat, self.slice
+        self.splat = _csr(
+            splat.crow_indices(), splat.col_indices(),
+            splat.values() * inv_sqrt[splat.col_indices()], splat.shape)
+        self.slice = _csr(  # k entries per receiver row
+            slice_.crow_indices(), slice_.col_indices(),
+            (slice_.values().view(points, k) * inv_sqrt[:, None]).view(-1),
+            slice_.shape)
+        return self
 
     def filter(self, values: torch.Tensor) -> torch.Tensor:
         """Splat, blur along the d + 1 directions in order, slice.
@@ -340,10 +375,10 @@ class PermutohedralLattice:
             grid[:m] = self.splat @ values
         else:  # straight into the buffer
             torch.mm(self.splat, values, out=grid[:m])
-        for index in self.neighbours:
-            torch.index_select(grid, 0, index, out=pair)
-            torch.add(grid[:m], pair[:m], alpha=0.5, out=spare[:m])
-            spare[:m].add_(pair[m:], alpha=0.5)
+        for index in self.neighbours:  # (back + forward) / 2 + centre
+            torch.index_select(grid, 0, index[:m], out=spare[:m])
+            torch.index_select(grid, 0, index[m:], out=pair)
+            spare[:m].add_(pair).mul_(0.5).add_(grid[:m])
             grid, spare = spare, grid
         return self.slice @ grid[:m]
 
@@ -351,7 +386,7 @@ class PermutohedralLattice:
         """Blur buffers for ``values``' channel count, kept for reuse.
 
         Two ``(M + 1, C)`` grids whose last row (the missing neighbour)
-        stays 0, and the ``(2 M, C)`` gathered neighbour pairs.
+        stays 0, and the ``(M, C)`` gathered forward neighbours.
         """
         key = (values.shape[1], values.dtype)
         if key not in self._cache:
@@ -359,5 +394,5 @@ class PermutohedralLattice:
             self._cache.clear()  # one channel count at a time
             self._cache[key] = (values.new_zeros(m + 1, c),
                                 values.new_zeros(m + 1, c),
-                                values.new_empty(2 * m, c))
+                                values.new_empty(m, c))
         return self._cache[key]

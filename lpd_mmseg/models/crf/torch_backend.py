@@ -129,35 +129,51 @@ class NormalizedKernel:
     """``Kn = D^-1/2 K D^-1/2`` with ``K`` a lattice filter and ``D = K 1``.
 
     Args:
-        lattice: The lattice of the kernel.
+        lattice: The lattice of the kernel; normalised in place
+            (:meth:`~.lattice.PermutohedralLattice.normalise_`), so its
+            ``filter`` applies ``Kn`` afterwards.
         shared: The lattice holds one image whose filter applies to every
             image of the batch (the position-only kernel); otherwise it
             holds the B images side by side.
     """
 
     def __init__(self, lattice: PermutohedralLattice, shared: bool):
-        self.lattice, self.shared = lattice, shared
-        points = lattice.shape[0] * lattice.shape[1]
-        ones = torch.ones(points, 1, device=lattice.slice.device)
-        norm = (lattice.filter(ones) + 1e-20).rsqrt()  # (points, 1)
-        batch, n = lattice.shape[:2]
-        self.inv_sqrt_norm = norm.view(batch, 1, n)  # receiver side
-        self.inv_sqrt_norm_t = norm.view(batch, n, 1)  # sender side
+        self.lattice, self.shared = lattice.normalise_(), shared
+        self._of_ones = None
 
-    def __call__(self, q: torch.Tensor) -> torch.Tensor:
-        """(B, C, N) -> (B, C, N) normalised filter of ``q``."""
+    def __call__(self, q: torch.Tensor,
+                 sums_to_one: bool = False) -> torch.Tensor:
+        """(B, C, N) -> (B, C, N) normalised filter of ``q``.
+
+        With ``sums_to_one`` (``q`` sums to 1 over C at every point, as
+        mean-field probabilities do) only C - 1 channels go through the
+        lattice and the last is ``Kn 1`` minus the others (linearity): the
+        filter's cost is proportional to the channels.
+        """
+        b, c, n = q.shape
+        if not sums_to_one or c < 2:
+            return self._filter(q)
+        out = q.new_empty(b, c, n)
+        out[:, :-1] = self._filter(q[:, :-1])
+        torch.sub(self.of_ones(), out[:, :-1].sum(1), out=out[:, -1])
+        return out
+
+    def of_ones(self) -> torch.Tensor:
+        """(B or 1, N) ``Kn 1``, computed once."""
+        if self._of_ones is None:
+            batch, n = self.lattice.shape[:2]
+            ones = torch.ones(batch, 1, n, device=self.lattice.slice.device)
+            self._of_ones = self._filter(ones)[:, 0]
+        return self._of_ones
+
+    def _filter(self, q: torch.Tensor) -> torch.Tensor:
+        """(B, C, N) -> (B, C, N) view of ``Kn q``; one copy of ``q``."""
         b, c, n = q.shape
         if self.shared:  # (N, B C) through one lattice
-            sent = q.new_empty(n, b * c)  # contiguous, for the products
-            torch.mul(q.reshape(b * c, n).T, self.inv_sqrt_norm_t[0],
-                      out=sent)
-            out = self.lattice.filter(sent).T.reshape(b, c, n)
-        else:  # (B N, C)
-            sent = q.new_empty(b, n, c)
-            torch.mul(q.transpose(1, 2), self.inv_sqrt_norm_t, out=sent)
-            out = self.lattice.filter(sent.view(b * n, c))
-            out = out.view(b, n, c).transpose(1, 2)
-        return torch.mul(out, self.inv_sqrt_norm)
+            sent = q.permute(2, 0, 1).reshape(n, b * c)
+            return self.lattice.filter(sent).view(n, b, c).permute(1, 2, 0)
+        sent = q.transpose(1, 2).reshape(b * n, c)  # (B N, C)
+        return self.lattice.filter(sent).view(b, n, c).transpose(1, 2)
 
 
 def spatial_kernel(height: int, width: int, sxy: float,
@@ -215,11 +231,12 @@ def mean_field(unary: torch.Tensor, terms, iterations: int) -> torch.Tensor:
         torch.Tensor: (B, C, N) float32 probabilities.
     """
     q = torch.softmax(-unary, dim=1)
+    logits = torch.empty_like(unary)
     for _ in range(iterations):
-        sender = q.clamp_min(TINY)
-        logits = unary.neg()
+        q.clamp_min_(TINY)
+        torch.neg(unary, out=logits)
         for compat, kernel in terms:
-            logits.add_(kernel(sender), alpha=compat)
+            logits.add_(kernel(q, sums_to_one=True), alpha=compat)
         q = torch.softmax(logits, dim=1)
     return q
 
