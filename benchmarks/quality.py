@@ -202,7 +202,8 @@ def evaluate(config, checkpoint, args, crf_cfg):
                     maps = restored[i]
                     args_i = (maps.cams[None], maps.class_probs[None],
                               source, maps.image[None], [gt])
-                    masks = (plain(*args_i)[1][0], refine(*args_i)[1][0])
+                    masks = tuple(post(*args_i, peaks=maps.peaks[None])[1][0]
+                                  for post in (plain, refine))
                 else:
                     # the supervised model predicts every class; 'honest'
                     # is its own output, 'oracle' restricts it to the
