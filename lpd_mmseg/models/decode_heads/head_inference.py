@@ -63,8 +63,9 @@ class LPDInferenceMixin:
         """Scores ``(B, C + 1, H, W)`` (tissue classes, then background)
         for a stock ``EncoderDecoder``: the one post-processing path
         (:class:`~lpd_mmseg.models.postprocess.LPDPostProcessor`) with
-        ``test_cfg.gate`` ``'predicted'`` or ``'none'`` and no CRF (those
-        need :class:`LPDEncoderDecoder`)."""
+        ``test_cfg.gate`` ``'predicted'`` or ``'none'``, its
+        ``gate_rule``, and no CRF or tissue prior (those need the image,
+        which only :class:`LPDEncoderDecoder` passes)."""
         from ..postprocess import LPDPostProcessor
         if (test_cfg or {}).get('gate') in ('oracle', 'labels'):
             raise ValueError(
@@ -73,8 +74,8 @@ class LPDInferenceMixin:
                 "to the post-processing; use model=dict(type="
                 "'LPDEncoderDecoder', ...)")
         post = LPDPostProcessor.from_test_cfg(
-            dict(test_cfg or {}, crf=None), self.background_alpha,
-            gate_sources=('predicted', 'none'))
-        cams, probs = self.predict_cams(inputs,
-                                        self._output_size(batch_img_metas))
-        return post(cams, probs)[0]
+            dict(test_cfg or {}, crf=None, tissue_prior=None),
+            self.background_alpha, gate_sources=('predicted', 'none'))
+        cams, probs, peaks = self.predict_evidence(
+            inputs, self._output_size(batch_img_metas))
+        return post(cams, probs, peaks=peaks)[0]
