@@ -443,7 +443,8 @@ def main(argv=None):
                 print(f'[quality] {name} seed {seed}: no finished run in '
                       f'{args.work_dir}, skipped (--eval-only)', flush=True)
                 continue
-            print(f'[quality] training {name} seed {seed} ...', flush=True)
+            print(f'[quality] {name} seed {seed}: training (or reusing '
+                  'a finished run) ...', flush=True)
             checkpoint, seconds, config = train(args, name, kind, seed,
                                                 extra)
             confs, coverage = evaluate(config, checkpoint, args, crf_cfg)
