@@ -13,11 +13,15 @@ and one schedule for every method:
 Each is trained for several seeds and evaluated on the test split under
 four protocols (honest = gating by the model's own class probabilities,
 oracle = gating by the classes of the test mask; each with and without the
-dense CRF), background 'count' as in the LPD paper.  Results: JSON in
+dense CRF) and, for the prototype models, the post-processing rows of
+POSTPROC_ROWS (each gate rule, with and without the tissue prior; only the
+'oracle' rows read the test masks), under both background protocols
+('count' as in the LPD paper, and 'ignore').  Results: JSON in
 benchmarks/results/ and a Markdown table.
 
     python benchmarks/quality.py                 # full run, about an hour
     python benchmarks/quality.py --quick --out /tmp/q.json   # smoke test
+    python benchmarks/quality.py --eval-only --crf none   # finished runs only
 """
 import argparse
 import os
@@ -41,7 +45,25 @@ from benchmarks.common import (  # noqa: E402
 
 METHODS = ('supervised', 'cam', 'bank', 'lpd-nodiv', 'lpd')
 PROTOCOLS = ('honest', 'honest+crf', 'oracle', 'oracle+crf')
+#: Post-processing rows of the prototype models, no CRF:
+#: name -> (gate source, gate rule, tissue prior).  Only 'oracle*' rows read
+#: the test masks.
+POSTPROC_ROWS = {
+    'honest': ('predicted', 'hard', False),
+    'honest-prob': ('predicted', 'prob', False),
+    'honest-peak': ('predicted', 'peak', False),
+    'none-peak': ('none', 'peak', False),
+    'honest+prior': ('predicted', 'hard', True),
+    'honest-peak+prior': ('predicted', 'peak', True),
+    'none-peak+prior': ('none', 'peak', True),
+    'oracle': ('oracle', 'hard', False),
+    'oracle+prior': ('oracle', 'hard', True),
+}
+#: CRF rows: name -> gate source (gate rule 'hard', no prior: as before).
+CRF_ROWS = {'honest+crf': 'predicted', 'oracle+crf': 'oracle'}
+BACKGROUNDS = ('count', 'ignore')
 SUMMARY_KEYS = ('mIoU', 'mDice', 'FwIoU')
+CLASS_NAMES = ('TUM', 'STR', 'LYM', 'NEC')
 
 
 def build_parser():
@@ -61,13 +83,17 @@ def build_parser():
     parser.add_argument('--data-root', default='data/bench-quality')
     parser.add_argument('--work-dir', default='work_dirs/bench_quality')
     parser.add_argument('--crf', default='auto',
-                        choices=['auto', 'pydensecrf', 'torch'],
-                        help='CRF backend (auto: pydensecrf when installed)')
+                        choices=['auto', 'pydensecrf', 'torch', 'none'],
+                        help='CRF backend (auto: pydensecrf when installed; '
+                        'none: skip the +crf rows)')
     parser.add_argument('--extra', nargs='*', default=[],
                         help='extra name=cfg-option variants of LPD to '
                         'train as well, e.g. '
                         'lpd-t0.07:model.decode_head.loss_diversity.'
                         'temperature=0.07')
+    parser.add_argument('--eval-only', action='store_true',
+                        help='evaluate only the runs whose checkpoints are '
+                        'already in --work-dir; train nothing')
     parser.add_argument('--retrain', action='store_true',
                         help='train again even where a checkpoint of an '
                         'earlier run exists in --work-dir')
@@ -151,11 +177,13 @@ def train(args, name, method, seed, extra_opts=()):
 # ---------------------------------------------------------- evaluation
 @torch.no_grad()
 def evaluate(config, checkpoint, args, crf_cfg):
-    """Confusion matrices of the four protocols and prototype coverage.
+    """Confusion matrices of every row and prototype coverage.
 
-    LPD models go through their one post-processing path
-    (``model.post_processor``), once per gate source, with and without the
-    CRF; the supervised model's own scores are gated the same way."""
+    Prototype models go through their one post-processing path
+    (``model.post_processor``), with each row's gate source, gate rule and
+    tissue prior set explicitly (the rows do not depend on the config's
+    ``test_cfg``); the supervised model's own scores are gated the same
+    way (honest/oracle, with and without the CRF)."""
     from mmengine.dataset import pseudo_collate
     from mmseg.registry import DATASETS
     from torch.utils.data import DataLoader
@@ -165,6 +193,7 @@ def evaluate(config, checkpoint, args, crf_cfg):
     from lpd_mmseg.evaluation.prototype_coverage import prototype_coverage
     from lpd_mmseg.models.crf import build_crf
     from lpd_mmseg.models.gating import gated_argmax, present_classes
+    from lpd_mmseg.models.tissue_prior import TissuePrior
     from lpd_mmseg.models.utils.geometry import denormalize, restore_geometry
 
     model = init_segmentor(config, checkpoint, cfg_options={
@@ -176,14 +205,24 @@ def evaluate(config, checkpoint, args, crf_cfg):
     is_lpd = hasattr(model, 'post_processor')
     crf = build_crf(crf_cfg)
     num_classes = 4
-    confs = {p: np.zeros((5, 5), np.int64) for p in PROTOCOLS}
+    confs = {}
     coverage = None
     if is_lpd:
         k = model.decode_head.num_prototypes
         coverage = torch.zeros(num_classes, k, dtype=torch.long)
-        plain = model.post_processor.replace(crf=None)
-        refine = model.post_processor.replace(crf=crf)
-    gate_sources = dict(honest='predicted', oracle='oracle')
+        base = model.post_processor.replace(crf=None, tissue_prior=None)
+        posts = {name: (gate, base.replace(
+            gate_rule=rule, tissue_prior=TissuePrior() if prior else None))
+            for name, (gate, rule, prior) in POSTPROC_ROWS.items()}
+        if crf is not None:
+            posts.update({name: (gate, base.replace(gate_rule='hard',
+                                                    crf=crf))
+                          for name, gate in CRF_ROWS.items()})
+
+    def add(name, mask, gt):
+        confs.setdefault(name, np.zeros((5, 5), np.int64))
+        confs[name] += confusion_matrix(mask, gt, 5)
+
     for batch in loader:
         data = model.data_preprocessor(batch, False)
         inputs, samples = data['inputs'], data['data_samples']
@@ -197,34 +236,50 @@ def evaluate(config, checkpoint, args, crf_cfg):
             images = denormalize(inputs, model.data_preprocessor)
         for i, sample in enumerate(samples):
             gt = sample.gt_sem_seg.data[0]
-            for name, source in gate_sources.items():
-                if is_lpd:
-                    maps = restored[i]
-                    args_i = (maps.cams[None], maps.class_probs[None],
-                              source, maps.image[None], [gt])
-                    masks = (plain(*args_i)[1][0], refine(*args_i)[1][0])
-                else:
-                    # the supervised model predicts every class; 'honest'
-                    # is its own output, 'oracle' restricts it to the
-                    # mask's classes
-                    full = restore_geometry(logits[i:i + 1], metas[i],
-                                            'bilinear')
-                    image = restore_geometry(images[i:i + 1], metas[i],
-                                             'bilinear')
-                    gate = present_classes(gt, num_classes) \
-                        if source == 'oracle' else None
-                    refined = crf(full, image, gate)
-                    gate = None if gate is None else gate[None]
-                    masks = (gated_argmax(full[None], gate)[0],
-                             gated_argmax(refined[None], gate)[0])
-                confs[name] += confusion_matrix(masks[0], gt, 5)
-                confs[name + '+crf'] += confusion_matrix(masks[1], gt, 5)
             if is_lpd:
+                maps = restored[i]
+                for name, (gate, post) in posts.items():
+                    _, mask = post(maps.cams[None], maps.class_probs[None],
+                                   gate, maps.image[None], [gt],
+                                   peaks=maps.peaks[None])
+                    add(name, mask[0], gt)
                 sim_i = torch.nn.functional.interpolate(
                     sims[i:i + 1], size=gt.shape, mode='bilinear',
                     align_corners=False)[0]
                 coverage += prototype_coverage(sim_i, gt, num_classes, k)
+                continue
+            # the supervised model predicts every class; 'honest' is its
+            # own output, 'oracle' restricts it to the mask's classes
+            full = restore_geometry(logits[i:i + 1], metas[i], 'bilinear')
+            image = restore_geometry(images[i:i + 1], metas[i], 'bilinear')
+            for name in ('honest', 'oracle'):
+                gate = present_classes(gt, num_classes) \
+                    if name == 'oracle' else None
+                batch_gate = None if gate is None else gate[None]
+                add(name, gated_argmax(full[None], batch_gate)[0], gt)
+                if crf is not None:
+                    refined = crf(full, image, gate)
+                    add(name + '+crf',
+                        gated_argmax(refined[None], batch_gate)[0], gt)
     return confs, coverage
+
+
+def diversity_pairs(checkpoint):
+    """Mean of the logged ``decode.div_pairs`` (batch (image, labelled
+    class) pairs that received the diversity loss, averaged over mmengine's
+    logging windows) of a run, or None when the run did not log it."""
+    import glob
+    import json
+    values = []
+    pattern = osp.join(osp.dirname(checkpoint), '*', 'vis_data',
+                       'scalars.json')
+    for path in sorted(glob.glob(pattern)):
+        with open(path) as f:
+            for line in f:
+                record = json.loads(line)
+                if 'decode.div_pairs' in record:
+                    values.append(record['decode.div_pairs'])
+    return round(float(np.mean(values)), 2) if values else None
 
 
 def coverage_summary(counts):
@@ -244,58 +299,76 @@ def coverage_summary(counts):
         mean_effective_prototypes=float((k**entropy).nanmean()))
 
 
-def metrics_of(conf):
+def metrics_of(conf, background='count'):
     from lpd_mmseg.evaluation import tissue_metrics
-    out = tissue_metrics(conf, 4, background='count')
-    names = ('TUM', 'STR', 'LYM', 'NEC')
+    out = tissue_metrics(conf, 4, background=background)
     result = {k: round(100 * float(out[k]), 2) for k in
               ('mIoU', 'mDice', 'FwIoU', 'aAcc')}
     result.update({f'IoU.{n}': round(100 * float(v), 2)
-                   for n, v in zip(names, out['IoU'])})
+                   for n, v in zip(CLASS_NAMES, out['IoU'])})
+    if background == 'count':
+        result['IoU.BACK'] = round(100 * float(out['background_IoU']), 2)
     return result
 
 
+def _stats(values):
+    values = np.array(values, dtype=float)
+    return dict(mean=round(float(values.mean()), 2),
+                std=round(float(values.std(ddof=1)), 2)
+                if len(values) > 1 else 0.0,
+                values=values.tolist())
+
+
 def summarize(runs, methods):
+    """Mean and std over seeds of every row each method has, under both
+    background protocols (``entry[row]``: count, ``entry['ignore']
+    [row]``: ignore)."""
     summary = {}
     for method in methods:
         mine = [r for r in runs if r['method'] == method]
         if not mine:
             continue
         entry = {}
-        for protocol in PROTOCOLS:
-            entry[protocol] = {}
-            for key in SUMMARY_KEYS + tuple(
-                    f'IoU.{n}' for n in ('TUM', 'STR', 'LYM', 'NEC')):
-                values = np.array([r['metrics'][protocol][key]
-                                   for r in mine])
-                entry[protocol][key] = dict(
-                    mean=round(float(values.mean()), 2),
-                    std=round(float(values.std(ddof=1)), 2)
-                    if len(values) > 1 else 0.0,
-                    values=values.tolist())
+        keys = SUMMARY_KEYS + tuple(f'IoU.{n}' for n in CLASS_NAMES)
+        for row in mine[0]['metrics']:
+            entry[row] = {key: _stats([r['metrics'][row][key]
+                                       for r in mine])
+                          for key in keys + ('IoU.BACK', )}
+        entry['ignore'] = {
+            row: {key: _stats([r['metrics_ignore'][row][key]
+                               for r in mine]) for key in keys}
+            for row in mine[0].get('metrics_ignore', {})}
         eff = [r['coverage']['mean_effective_prototypes'] for r in mine
                if r.get('coverage')]
         if eff:
             entry['effective_prototypes'] = round(float(np.mean(eff)), 2)
         entry['train_seconds'] = round(float(np.mean(
             [r['train_seconds'] for r in mine])), 1)
+        entry['seeds'] = [r['seed'] for r in mine]
+        pairs = [r['mean_div_pairs'] for r in mine
+                 if r.get('mean_div_pairs') is not None]
+        if pairs:
+            entry['mean_div_pairs'] = round(float(np.mean(pairs)), 2)
         summary[method] = entry
     return summary
 
 
+def _cell(stats):
+    return f"{stats['mean']:.2f} ± {stats['std']:.2f}"
+
+
 def markdown(summary, payload):
+    protocols = [p for p in PROTOCOLS
+                 if all(p in e for e in summary.values())]
     lines = [
-        '| method | ' + ' | '.join(f'mIoU {p}' for p in PROTOCOLS) +
+        '| method | ' + ' | '.join(f'mIoU {p}' for p in protocols) +
         ' | mDice honest | FwIoU honest | eff. prototypes | train s |',
-        '|---' * (len(PROTOCOLS) + 5) + '|'
+        '|---' * (len(protocols) + 5) + '|'
     ]
     for method, entry in summary.items():
-        cells = [f"{entry[p]['mIoU']['mean']:.2f} ± "
-                 f"{entry[p]['mIoU']['std']:.2f}" for p in PROTOCOLS]
-        cells.append(f"{entry['honest']['mDice']['mean']:.2f} ± "
-                     f"{entry['honest']['mDice']['std']:.2f}")
-        cells.append(f"{entry['honest']['FwIoU']['mean']:.2f} ± "
-                     f"{entry['honest']['FwIoU']['std']:.2f}")
+        cells = [_cell(entry[p]['mIoU']) for p in protocols]
+        cells.append(_cell(entry['honest']['mDice']))
+        cells.append(_cell(entry['honest']['FwIoU']))
         cells.append(str(entry.get('effective_prototypes', '-')))
         cells.append(str(entry['train_seconds']))
         lines.append(f'| {method} | ' + ' | '.join(cells) + ' |')
@@ -304,8 +377,22 @@ def markdown(summary, payload):
     for method, entry in summary.items():
         per_class.append(f'| {method} | ' + ' | '.join(
             f"{entry['honest'][f'IoU.{n}']['mean']:.2f}"
-            for n in ('TUM', 'STR', 'LYM', 'NEC')) + ' |')
-    return '\n'.join(lines + per_class) + '\n'
+            for n in CLASS_NAMES) + ' |')
+    rows = ['', '| method | row (gate, rule, prior) | test masks read | '
+            'mIoU count | mIoU ignore | BACK IoU | NEC IoU |',
+            '|---|---|---|---|---|---|---|']
+    for method, entry in summary.items():
+        for row, spec in POSTPROC_ROWS.items():
+            if row not in entry:
+                continue
+            rows.append(
+                f'| {method} | {row} ({", ".join(map(str, spec))}) | '
+                f"{'yes' if spec[0] == 'oracle' else 'no'} | "
+                f"{_cell(entry[row]['mIoU'])} | "
+                f"{_cell(entry['ignore'][row]['mIoU'])} | "
+                f"{_cell(entry[row]['IoU.BACK'])} | "
+                f"{_cell(entry[row]['IoU.NEC'])} |")
+    return '\n'.join(lines + per_class + rows) + '\n'
 
 
 def main(argv=None):
@@ -316,13 +403,15 @@ def main(argv=None):
     from lpd_mmseg.models.crf import import_pydensecrf
     from lpd_mmseg.testing.synthetic import generate_synthetic_bcss
     backend = args.crf
-    if backend == 'auto':
+    if backend == 'none':
+        backend = None
+    elif backend == 'auto':
         try:
             import_pydensecrf()
             backend = 'pydensecrf'
         except ImportError:
             backend = 'torch'
-    crf_cfg = dict(backend=backend)
+    crf_cfg = dict(backend=backend) if backend else None
     manifest = generate_synthetic_bcss(
         args.data_root, seed=args.data_seed, num_train=args.num_train,
         num_val=args.num_val, num_test=args.num_test, size=args.size,
@@ -341,11 +430,22 @@ def main(argv=None):
         seeds=args.seeds, crf=crf_cfg, protocols=dict(
             honest='gate by predicted class probabilities (>= 0.5)',
             oracle='gate by classes present in the test mask',
-            crf='dense CRF, paper parameters', background='count'),
+            crf='dense CRF, paper parameters',
+            background="'count' in metrics, 'ignore' in metrics_ignore",
+            rows={name: dict(gate=g, gate_rule=r, tissue_prior=p,
+                             reads_test_masks=g == 'oracle')
+                  for name, (g, r, p) in POSTPROC_ROWS.items()}),
         runs=runs)
     for name, kind, extra in variants:
         for seed in args.seeds:
-            print(f'[quality] training {name} seed {seed} ...', flush=True)
+            if args.eval_only and not osp.isfile(osp.join(
+                    args.work_dir, f'{name}_seed{seed}',
+                    f'iter_{args.iters}.pth')):
+                print(f'[quality] {name} seed {seed}: no finished run in '
+                      f'{args.work_dir}, skipped (--eval-only)', flush=True)
+                continue
+            print(f'[quality] {name} seed {seed}: training (or reusing '
+                  'a finished run) ...', flush=True)
             checkpoint, seconds, config = train(args, name, kind, seed,
                                                 extra)
             confs, coverage = evaluate(config, checkpoint, args, crf_cfg)
@@ -353,11 +453,15 @@ def main(argv=None):
             runs.append(dict(method=name, seed=seed, checkpoint=checkpoint,
                              train_seconds=round(seconds, 1),
                              metrics=metrics,
+                             metrics_ignore={
+                                 p: metrics_of(c, 'ignore')
+                                 for p, c in confs.items()},
                              coverage=coverage_summary(coverage),
+                             mean_div_pairs=diversity_pairs(checkpoint),
                              extra_options=list(extra)))
             print(f"[quality] {name} seed {seed}: mIoU honest "
-                  f"{metrics['honest']['mIoU']}, oracle+crf "
-                  f"{metrics['oracle+crf']['mIoU']}", flush=True)
+                  f"{metrics['honest']['mIoU']}, oracle "
+                  f"{metrics['oracle']['mIoU']}", flush=True)
             payload['summary'] = summarize(runs, [v[0] for v in variants])
             write_json(args.out, payload)
     table = markdown(payload['summary'], payload)

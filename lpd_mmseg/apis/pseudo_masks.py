@@ -233,15 +233,16 @@ def _batch_masks(model, post, inputs: Tensor, samples,
     model's one post-processing path."""
     raw = model.inference(inputs, [s.metainfo for s in samples])
     restored = model.restore_result(
-        raw, samples, inputs if post.crf is not None else None)
+        raw, samples, inputs if post.needs_image else None)
     masks = []
     for sample, maps in zip(samples, restored):
         label = sample.gt_image_label if 'gt_image_label' in sample \
             else None
         image = None if maps.image is None else maps.image[None]
         _, mask = post(maps.cams[None], maps.class_probs[None], gate, image,
-                       labels=[label], names=[sample.metainfo.get(
-                           'img_path')])
+                       labels=[label],
+                       names=[sample.metainfo.get('img_path')],
+                       peaks=maps.peaks[None])
         masks.append(mask[0].cpu().numpy())
     return masks
 

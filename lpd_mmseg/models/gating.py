@@ -21,6 +21,10 @@ import torch
 from torch import Tensor
 
 GATE_SOURCES = ('predicted', 'oracle', 'labels', 'none')
+#: How the model's own evidence weighs the classes that its gate lets
+#: through (:func:`weigh_gate`).
+GATE_RULES = ('hard', 'prob', 'peak')
+DEFAULT_GATE_RULE = 'hard'
 
 
 def check_gate_source(key: str, value,
@@ -180,3 +184,49 @@ def gated_argmax(scores: Tensor, gate: Optional[Tensor]) -> Tensor:
     masked = scores.float().masked_fill(~allowed.to(scores.device),
                                         float('-inf'))
     return masked.argmax(dim=1)
+
+
+def weigh_gate(rule: str, gate: Optional[Tensor], class_probs: Tensor,
+               peaks: Optional[Tensor] = None,
+               key: str = 'gate_rule') -> Optional[Tensor]:
+    """Class weights from the model's own evidence.
+
+    Every gated class's CAM is min-max normalised to a peak of 1, so under a
+    0/1 gate any class that passes claims pixels, however weak its
+    evidence.  The soft rules scale each class's CAM so that a weak class
+    cannot reach 1:
+
+    - ``'hard'``: the gate as it is (0/1; None stays None);
+    - ``'prob'``: ``gate * p_c / max_c' p_c'``;
+    - ``'peak'``: ``gate * peak_c``, the class's CAM peak before
+      normalisation relative to the strongest class
+      (:func:`~lpd_mmseg.models.utils.prototype_ops.relative_peaks`).
+
+    Args:
+        rule (str): one of :data:`GATE_RULES`.
+        gate (Tensor, optional): ``(B, C)`` or ``(B, C, H, W)`` 0/1; None
+            lets every class through.
+        class_probs (Tensor): ``(B, C)`` or ``(B, C, H, W)``.
+        peaks (Tensor, optional): same shapes, needed by ``'peak'``.
+
+    Returns:
+        Tensor | None: weights in ``[0, 1]``, zero where ``gate`` is.
+    """
+    check_gate_source(key, rule, GATE_RULES)
+    if rule == 'hard':
+        return gate
+    if rule == 'prob':
+        weights = class_probs / class_probs.amax(
+            dim=1, keepdim=True).clamp_min(1e-6)
+    else:
+        if peaks is None:
+            raise ValueError(f"{key}='peak' needs the relative CAM peaks "
+                             '(LPDHead.predict_evidence); none were given')
+        weights = peaks.to(class_probs)
+    weights = weights.clamp(0, 1)
+    if gate is None:
+        return weights
+    if gate.dim() != weights.dim():  # one is (B, C), the other per pixel
+        gate, weights = (t if t.dim() == 4 else t[:, :, None, None]
+                         for t in (gate, weights))
+    return gate * weights

@@ -196,7 +196,8 @@ def test_slide_settings_cover_every_pixel():
     assert model.test_cfg.crop_size == (32, 32)
     assert model.test_cfg.stride == (32, 32)
     raw = model.inference(torch.rand(1, 3, 70, 90) * 255, None)
-    assert raw.shape == (1, 8, 70, 90) and torch.isfinite(raw).all()
+    # fused CAMs, class probabilities and relative peaks: 3 x 4 classes
+    assert raw.shape == (1, 12, 70, 90) and torch.isfinite(raw).all()
 
 
 @pytest.mark.parametrize('bad, error', [
@@ -281,7 +282,8 @@ def test_tta_passes_agree_after_flip_and_rotation_are_undone(monkeypatch):
 
     def pixelwise(inputs, metas):
         cams = torch.sigmoid(F.conv2d(inputs / 255 - 0.5, weight))
-        return torch.cat([cams, probs.view(1, -1, 1, 1).expand_as(cams)], 1)
+        return torch.cat([cams, probs.view(1, -1, 1, 1).expand_as(cams),
+                          probs.view(1, -1, 1, 1).expand_as(cams)], 1)
 
     monkeypatch.setattr(model, 'inference', pixelwise)
     torch.manual_seed(2)

@@ -74,7 +74,7 @@ from lpd_mmseg.apis.slide.reader import SlideReader
 try:
     from lpd_mmseg.testing.synthetic import generate_synthetic_bcss
 except ImportError:
-    from lpd_mmseg.datasets.synthetic import generate_synthetic_bcss
+    from lpd_mmseg.testing.synthetic import generate_synthetic_bcss
 with SlideReader(sys.argv[1]) as reader:
     reader.read_downsampled(reader.resolution(2.0), 1)
 # forks two workers (multiprocessing 'fork') that call OpenCV

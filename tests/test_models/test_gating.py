@@ -100,3 +100,46 @@ def test_gated_argmax_hand_computed():
         [[[2, 2, 2]]]
     per_pixel = torch.tensor([[[[1., 0, 0]], [[0., 0, 1]]]])
     assert gated_argmax(scores, per_pixel).tolist() == [[[0, 2, 2]]]
+
+
+def test_weigh_gate_rules_hand_computed():
+    from lpd_mmseg.models.gating import weigh_gate
+    probs = torch.tensor([[0.8, 0.4, 0.6]])
+    peaks = torch.tensor([[1.0, 0.5, 0.25]])
+    hard = torch.tensor([[1., 0, 1]])
+    assert weigh_gate('hard', hard, probs).tolist() == [[1, 0, 1]]
+    assert weigh_gate('hard', None, probs) is None
+    assert torch.allclose(weigh_gate('prob', hard, probs),
+                          torch.tensor([[1., 0, 0.75]]))
+    assert torch.allclose(weigh_gate('prob', None, probs),
+                          torch.tensor([[1., 0.5, 0.75]]))
+    assert torch.allclose(weigh_gate('peak', hard, probs, peaks),
+                          torch.tensor([[1., 0, 0.25]]))
+    # per-pixel gate (1, 3, 1, 2) with (B, C) peaks
+    pixel = torch.tensor([[[[1., 0]], [[1., 1]], [[0., 1]]]])
+    out = weigh_gate('peak', pixel, probs, peaks)
+    assert torch.allclose(out[0, :, 0], torch.tensor([[1., 0], [0.5, 0.5],
+                                                      [0, 0.25]]))
+    with pytest.raises(ValueError, match=r"gate_rule='peak' needs"):
+        weigh_gate('peak', hard, probs)
+    with pytest.raises(ValueError, match=r"test_cfg.gate_rule must be one "
+                       r"of \('hard', 'prob', 'peak'\), got 'soft'"):
+        weigh_gate('soft', hard, probs, key='test_cfg.gate_rule')
+
+
+def test_a_weak_false_positive_no_longer_claims_pixels():
+    # the cause in issue 10: class 1 passes the gate with a weak response
+    # (relative peak 0.3), yet min-max makes its CAM peak at 1 on pixel 1
+    from lpd_mmseg.models.postprocess import LPDPostProcessor
+    cams = torch.tensor([[[[1.0, 0.7]], [[0.0, 1.0]]]])
+    probs = torch.tensor([[0.9, 0.6]])
+    peaks = torch.tensor([[1.0, 0.3]])
+    hard = LPDPostProcessor(gate_rule='hard', background_alpha=10.0)
+    assert hard(cams, probs, peaks=peaks)[1].tolist() == [[[0, 1]]]
+    peak = hard.replace(gate_rule='peak')
+    # pixel 1: class 0 0.7 vs class 1 1.0 * 0.3
+    assert peak(cams, probs, peaks=peaks)[1].tolist() == [[[0, 0]]]
+    # the oracle protocol stays 0/1, whatever the rule
+    _, mask = peak(cams, probs, 'oracle', gt_masks=[torch.tensor([[0, 1]])],
+                   peaks=peaks)
+    assert mask.tolist() == [[[0, 1]]]

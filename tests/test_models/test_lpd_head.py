@@ -44,7 +44,9 @@ def test_training_step_losses_and_gradients(images):
     losses = model.loss(images, _samples([[1, 0, 1, 0], [0, 1, 0, 0]]))
     assert set(losses) == {'decode.loss_cls_s2', 'decode.loss_cls_s3',
                            'decode.loss_cls_s4', 'decode.acc_cls',
-                           'decode.loss_div'}
+                           'decode.loss_div', 'decode.div_pairs'}
+    # (image, labelled class) pairs owning pseudo-mask pixels: at most 3
+    assert 0 <= losses['decode.div_pairs'].item() <= 3
     total = sum(v for k, v in losses.items() if 'loss' in k)
     total.backward()
     head = model.decode_head
@@ -335,3 +337,42 @@ def test_refiner_selection_and_contrastive_math():
     # bg aligned with the other prototype: -log(1 - p0) with p0 = 1/(1+e)
     assert bg_loss.item() == pytest.approx(
         -math.log(math.e / (1 + math.e)), rel=1e-6)
+
+
+def test_raw_diversity_input_compares_raw_prototypes(images):
+    # last stage width 32 = prototype_dim: the reference code's input
+    model = MODELS.build(tiny_segmentor(head=tiny_head(
+        prototype_dim=32, diversity_input='raw')))
+    _set_iter(0)
+    losses = model.loss(images, _samples([[1, 1, 0, 0], [0, 0, 1, 0]]))
+    losses['decode.loss_div'].backward()
+    head = model.decode_head
+    assert head.prototypes.grad is not None
+    # the raw input does not pass through the projections' last layers
+    # for the diversity term alone
+    projected = MODELS.build(tiny_segmentor(head=tiny_head(
+        prototype_dim=32)))
+    projected.load_state_dict(model.state_dict())
+    other = projected.loss(images, _samples([[1, 1, 0, 0], [0, 0, 1, 0]]))
+    assert not torch.isclose(other['decode.loss_div'],
+                             losses['decode.loss_div'].detach())
+    with pytest.raises(ValueError, match=r"diversity_input='raw'.*"
+                       r'prototype_dim \(16\).*\(32\)'):
+        MODELS.build(tiny_head(diversity_input='raw'))
+    with pytest.raises(ValueError, match='region_rule'):
+        MODELS.build(tiny_head(region_rule='soft'))
+
+
+def test_minmax_region_rule_reaches_negative_labelled_classes(images):
+    torch.manual_seed(0)
+    relu = MODELS.build(tiny_segmentor())
+    minmax = MODELS.build(tiny_segmentor(head=tiny_head(
+        region_rule='minmax')))
+    minmax.load_state_dict(relu.state_dict())
+    labels = [[1, 1, 1, 0], [0, 1, 1, 1]]
+    _set_iter(0)
+    a = relu.loss(images, _samples(labels))['decode.div_pairs'].item()
+    b = minmax.loss(images, _samples(labels))['decode.div_pairs'].item()
+    # at initialisation the merged maps are negative: the ReLU rule empties
+    # every region, min-max without ReLU gives labelled classes pixels
+    assert a == 0 and b > a

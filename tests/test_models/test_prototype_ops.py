@@ -82,3 +82,33 @@ def test_region_mask_labels_and_background():
     # with only class 1 labelled, pixel 0 goes to class 1
     labels = torch.tensor([[0., 1.]])
     assert region_mask_from_cams(cams, 1.0, labels).tolist() == [[[1, 2]]]
+
+
+def test_relative_peaks_hand_computed():
+    from lpd_mmseg.models.utils.prototype_ops import relative_peaks
+    maps = torch.tensor([[[[2.0, -1.0]], [[0.5, 1.0]], [[-3.0, -1.0]]]])
+    assert torch.allclose(relative_peaks(maps),
+                          torch.tensor([[1.0, 0.5, 0.0]]))
+
+
+def test_region_rules_and_pairs_hand_computed():
+    from lpd_mmseg.models.utils.prototype_ops import (
+        region_cams,
+        region_mask_from_cams,
+        region_pairs,
+    )
+    # class 1 is labelled but negative everywhere
+    maps = torch.tensor([[[[4.0, 2.0, 0.0]], [[-3.0, -1.0, -2.0]]]])
+    labels = torch.tensor([[1., 1]])
+    relu = region_mask_from_cams(region_cams(maps, 'relu'), 10.0, labels)
+    # class 0 normalised (1, 0.5, 0), class 1 all 0: pixel 2 background
+    assert relu.tolist() == [[[0, 0, 2]]]
+    assert region_pairs(relu, labels).item() == 1
+    minmax = region_mask_from_cams(region_cams(maps, 'minmax'), 10.0,
+                                   labels)
+    # class 1 normalised (0, 1, 0.5): it wins pixel 1 (1 > 0.5)
+    assert minmax.tolist() == [[[0, 1, 1]]]
+    assert region_pairs(minmax, labels).item() == 2
+    assert region_pairs(minmax, torch.tensor([[1., 0]])).item() == 1
+    with pytest.raises(ValueError, match='region_rule must be one of'):
+        region_cams(maps, 'soft')

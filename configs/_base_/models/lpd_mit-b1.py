@@ -56,7 +56,13 @@ model = dict(
     train_cfg=dict(),
     test_cfg=dict(
         mode='whole',
+        # honest gating by the model's own class probabilities; see
+        # docs/inference.md for the other gate sources and rules
         gate='predicted',
         gate_threshold=0.5,
+        gate_rule='hard',
+        # background wins on bare glass (bright, unsaturated pixels);
+        # None switches it off
+        tissue_prior=dict(brightness=200, saturation=0.1, min_size=5),
         # backend None = off; 'torch' or 'pydensecrf' for the paper's CRF.
         crf=dict(backend=None)))

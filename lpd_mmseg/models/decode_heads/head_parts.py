@@ -33,6 +33,14 @@ class PrototypeEvidence(NamedTuple):
     num_prototypes: int
 
 
+class StageSimilarities(list):
+    """``LPDHead.forward``'s per-stage similarity maps, optionally with
+    ``raw_diversity`` ``(B, C*k, H, W)``: the raw prototypes' cosine maps
+    for ``diversity_input='raw'`` (a list, so mmseg code sees the usual
+    head output)."""
+    raw_diversity: Optional[Tensor] = None
+
+
 class StageProjection(nn.Sequential):
     """Two-layer MLP mapping shared prototypes ``(P, D)`` to one stage's
     channel width ``(P, C_i)``: ``D -> D/2 -> C_i`` with a ReLU."""

@@ -8,18 +8,22 @@ from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.registry import MODELS
 from torch import Tensor
 
-from ..utils.config_checks import reject_unknown_keys
+from ..utils.config_checks import check_choice, reject_unknown_keys
 from ..utils.prototype_ops import (
+    REGION_RULES,
     cosine_similarity_maps,
-    fuse_stage_cams,
     global_average_pool,
     merge_prototypes,
     normalize_cams,
+    region_cams,
     region_mask_from_cams,
+    region_pairs,
 )
+from .head_inference import LPDInferenceMixin
 from .head_parts import (
     PrototypeEvidence,
     StageProjection,
+    StageSimilarities,
     check_head_args,
     current_train_iter,
 )
@@ -28,7 +32,7 @@ MAX_LOGIT_SCALE = 100.0
 
 
 @MODELS.register_module()
-class LPDHead(BaseDecodeHead):
+class LPDHead(LPDInferenceMixin, BaseDecodeHead):
     """Learnable prototypes with diversity regularisation (LPD).
 
     A weakly supervised decode head: it is trained with image-level
@@ -87,6 +91,20 @@ class LPDHead(BaseDecodeHead):
             the diversity loss is computed on.  Default -1 (the last).
         region_labels_only (bool): let only the image's labelled classes
             compete in the pseudo-mask.  Default True.
+        region_rule (str): class maps of that pseudo-mask: ``'relu'``
+            (the inference CAMs; a labelled class whose map is still
+            negative everywhere gets no region) or ``'minmax'`` (no ReLU:
+            every labelled class gets the pixels where it is relatively
+            strongest), see
+            :func:`~lpd_mmseg.models.utils.prototype_ops.region_cams`.
+            Default ``'relu'``.  The number of (image, class) pairs that
+            received the loss is logged as ``div_pairs``.
+        diversity_input (str): similarities the diversity loss compares:
+            ``'projected'`` (the stage's prototype projections, the CAMs)
+            or ``'raw'`` (the raw prototypes against the raw stage
+            features, as the reference code does; needs
+            ``prototype_dim`` equal to that stage's width).  Default
+            ``'projected'``.
         warmup_iters (int): training iterations with the classification loss
             alone; the diversity loss switches on at this iteration, read
             from the training loop (mmengine's message hub).  Outside a
@@ -126,6 +144,8 @@ class LPDHead(BaseDecodeHead):
                      type='JeffreysDiversityLoss', loss_weight=0.5),
                  diversity_stage: int = -1,
                  region_labels_only: bool = True,
+                 region_rule: str = 'relu',
+                 diversity_input: str = 'projected',
                  warmup_iters: int = 3000,
                  background_alpha: float = 10.0,
                  prototype_init_std: float = 1.0,
@@ -175,6 +195,20 @@ class LPDHead(BaseDecodeHead):
         self.prototype_mode = prototype_mode
         self.diversity_stage = diversity_stage % num_stages
         self.region_labels_only = region_labels_only
+        check_choice('region_rule', region_rule, REGION_RULES)
+        check_choice('diversity_input', diversity_input,
+                     ('projected', 'raw'))
+        if diversity_input == 'raw' and (
+                prototype_mode != 'learnable'
+                or prototype_dim != in_channels[self.diversity_stage]):
+            raise ValueError(
+                "diversity_input='raw' compares the raw prototypes with the "
+                'raw stage features, so it needs learnable prototypes and '
+                f'prototype_dim ({prototype_dim}) equal to the width of the '
+                'diversity stage '
+                f'({in_channels[self.diversity_stage]})')
+        self.region_rule = region_rule
+        self.diversity_input = diversity_input
         self.warmup_iters = warmup_iters
         self.background_alpha = float(background_alpha)
 
@@ -312,10 +346,26 @@ class LPDHead(BaseDecodeHead):
             last = self.class_logits(logit_maps[-1], self.train_merge)
             losses['acc_cls'] = ((last > 0).float() == labels).float().mean()
         if self.loss_diversity is not None and self.extra_losses_active():
-            losses[self.loss_diversity.loss_name] = self.diversity_loss(
-                similarities[self.diversity_stage],
-                logit_maps[self.diversity_stage], labels)
+            similarity = getattr(seg_logits, 'raw_diversity', None)
+            if similarity is None:
+                similarity = similarities[self.diversity_stage]
+            loss, pairs = self.diversity_loss(
+                similarity, logit_maps[self.diversity_stage], labels)
+            losses[self.loss_diversity.loss_name] = loss
+            losses['div_pairs'] = pairs.float()
         return losses
+
+    def loss(self, inputs: Sequence[Tensor], batch_data_samples,
+             train_cfg=None) -> Dict[str, Tensor]:
+        """``BaseDecodeHead.loss``; with ``diversity_input='raw'`` the
+        similarities also carry (attribute ``raw_diversity``) the raw
+        prototypes' cosine maps on the diversity stage's features."""
+        seg_logits = StageSimilarities(self.forward(inputs))
+        if self.diversity_input == 'raw':
+            feat = self._transform_inputs(inputs)[self.diversity_stage]
+            seg_logits.raw_diversity = cosine_similarity_maps(
+                feat, self.prototypes)
+        return self.loss_by_feat(seg_logits, batch_data_samples)
 
     def prototype_evidence(self, inputs: Sequence[Tensor]
                            ) -> 'PrototypeEvidence':
@@ -336,59 +386,15 @@ class LPDHead(BaseDecodeHead):
             num_prototypes=self.num_prototypes)
 
     def diversity_loss(self, similarity: Tensor, logit_map: Tensor,
-                       labels: Tensor) -> Tensor:
+                       labels: Tensor) -> Tuple[Tensor, Tensor]:
+        """Diversity loss on the head's own pseudo-mask, and the number of
+        (image, class) pairs that own pixels of it."""
         with torch.no_grad():
-            cams = self.class_cams(logit_map.detach(), self.train_merge)
+            cams = region_cams(merge_prototypes(
+                logit_map.detach(), self.num_prototypes, self.train_merge),
+                self.region_rule)
             region = region_mask_from_cams(
                 cams, self.background_alpha,
                 labels if self.region_labels_only else None)
-        return self.loss_diversity(similarity, region, self.num_classes)
-
-    # ------------------------------------------------------------ inference
-    @staticmethod
-    def _output_size(batch_img_metas: List[dict]) -> Tuple[int, int]:
-        meta = batch_img_metas[0]
-        if isinstance(meta['img_shape'], torch.Size):
-            return tuple(meta['img_shape'])
-        if 'pad_shape' in meta:
-            return tuple(meta['pad_shape'][:2])
-        return tuple(meta['img_shape'][:2])
-
-    def predict_cams(self, inputs: Sequence[Tensor],
-                     size: Sequence[int]) -> Tuple[Tensor, Tensor]:
-        """Fused tissue CAMs and class probabilities.
-
-        Returns:
-            tuple: ``cams (B, C, H, W)`` in ``[0, 1]`` at ``size`` and
-            ``class_probs (B, C)`` (sigmoid of the last stage's merged
-            class logits).
-        """
-        logit_maps = self.stage_logit_maps(self.forward(inputs))
-        stage_cams = [self.class_cams(m, self.test_merge) for m in logit_maps]
-        cams = fuse_stage_cams(stage_cams, self.stage_fusion_weights, size,
-                               self.align_corners)
-        cams = cams / sum(self.stage_fusion_weights)
-        probs = torch.sigmoid(
-            self.class_logits(logit_maps[-1], self.prob_merge).float())
-        return cams, probs.to(cams.dtype)
-
-    def predict(self, inputs: Tuple[Tensor], batch_img_metas: List[dict],
-                test_cfg) -> Tensor:
-        """Scores ``(B, C + 1, H, W)`` (tissue classes, then background)
-        for a stock ``EncoderDecoder``: the one post-processing path
-        (:class:`~lpd_mmseg.models.postprocess.LPDPostProcessor`) with
-        ``test_cfg.gate`` ``'predicted'`` or ``'none'`` and no CRF (those
-        need :class:`LPDEncoderDecoder`)."""
-        from ..postprocess import LPDPostProcessor
-        if (test_cfg or {}).get('gate') in ('oracle', 'labels'):
-            raise ValueError(
-                f"test_cfg.gate='{test_cfg['gate']}' reads the ground-truth "
-                'mask or image label, which only LPDEncoderDecoder passes '
-                "to the post-processing; use model=dict(type="
-                "'LPDEncoderDecoder', ...)")
-        post = LPDPostProcessor.from_test_cfg(
-            dict(test_cfg or {}, crf=None), self.background_alpha,
-            gate_sources=('predicted', 'none'))
-        cams, probs = self.predict_cams(inputs,
-                                        self._output_size(batch_img_metas))
-        return post(cams, probs)[0]
+        return (self.loss_diversity(similarity, region, self.num_classes),
+                region_pairs(region, labels))

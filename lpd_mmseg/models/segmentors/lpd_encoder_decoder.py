@@ -15,17 +15,19 @@ from ..utils.config_checks import check_choice, reject_unknown_keys
 from ..utils.geometry import denormalize, restore_geometry
 
 TEST_CFG_KEYS = ('mode', 'crop_size', 'stride', 'gate', 'gate_threshold',
-                 'crf', 'max_pixels')
+                 'gate_rule', 'tissue_prior', 'crf', 'max_pixels')
 DEFAULT_MAX_PIXELS = dict(whole=2048 * 2048, slide=8192 * 8192)
 
 
 class RestoredMaps(NamedTuple):
     """One image's raw maps at its original size (padding, flip and
     rotation undone): ``cams (C, H0, W0)`` fused CAMs in ``[0, 1]``,
-    ``class_probs (C, H0, W0)`` class probabilities per pixel and, when
-    asked for, ``image (3, H0, W0)`` pixel values 0..255."""
+    ``class_probs (C, H0, W0)`` class probabilities and ``peaks
+    (C, H0, W0)`` relative CAM peaks per pixel (constant per tile) and,
+    when asked for, ``image (3, H0, W0)`` pixel values 0..255."""
     cams: Tensor
     class_probs: Tensor
+    peaks: Tensor
     image: Optional[Tensor] = None
 
 
@@ -79,7 +81,11 @@ class LPDEncoderDecoder(EncoderDecoder):
     the tiles cover every pixel), ``gate`` (a gate source of
     :mod:`lpd_mmseg.models.gating`: ``'predicted'`` default, ``'oracle'``
     only for comparing with published tables, ``'labels'``, ``'none'``),
-    ``gate_threshold`` (0.5, in ``[0, 1]``), ``crf`` (None, or a dict with
+    ``gate_threshold`` (0.5, in ``[0, 1]``), ``gate_rule`` (how the
+    model's own evidence weighs the classes it lets through, see
+    :func:`~lpd_mmseg.models.gating.weigh_gate`), ``tissue_prior`` (None,
+    or a dict of :class:`~lpd_mmseg.models.tissue_prior.TissuePrior`
+    fields: background on bare glass), ``crf`` (None, or a dict with
     ``backend`` ``'torch'``/``'pydensecrf'`` plus ``DenseCRFParams`` fields
     and torch-backend options, ``max_memory_gb`` included), ``max_pixels``
     (largest image accepted, default 2048x2048 for whole and 8192x8192 for
@@ -173,11 +179,14 @@ class LPDEncoderDecoder(EncoderDecoder):
 
     # ------------------------------------------------------------- raw maps
     def _raw_maps(self, inputs: Tensor) -> Tensor:
-        """``(B, 2C, H, W)``: fused CAMs, then class probabilities as
-        constant maps (so that tiling averages them per pixel)."""
+        """``(B, 3C, H, W)``: fused CAMs, then class probabilities and
+        relative peaks as constant maps (so that tiling averages them per
+        pixel)."""
         x = self.extract_feat(inputs)
-        cams, probs = self.decode_head.predict_cams(x, inputs.shape[2:])
-        return torch.cat([cams, probs[:, :, None, None].expand_as(cams)], 1)
+        cams, probs, peaks = self.decode_head.predict_evidence(
+            x, inputs.shape[2:])
+        return torch.cat([cams] + [v[:, :, None, None].expand_as(cams)
+                                   for v in (probs, peaks)], 1)
 
     def _check_size(self, inputs: Tensor) -> None:
         mode = self.test_cfg.mode
@@ -197,7 +206,7 @@ class LPDEncoderDecoder(EncoderDecoder):
         h_stride, w_stride = self.test_cfg.stride
         h_crop, w_crop = self.test_cfg.crop_size
         batch, _, height, width = inputs.shape
-        channels = 2 * self.num_classes_tissue
+        channels = 3 * self.num_classes_tissue
         h_grids = max(height - h_crop + h_stride - 1, 0) // h_stride + 1
         w_grids = max(width - w_crop + w_stride - 1, 0) // w_stride + 1
         total = inputs.new_zeros((batch, channels, height, width))
@@ -210,12 +219,12 @@ class LPDEncoderDecoder(EncoderDecoder):
                 total[:, :, y1:y2, x1:x2] += self._raw_maps(
                     inputs[:, :, y1:y2, x1:x2])
                 count[:, :, y1:y2, x1:x2] += 1
-        # in place: at 4096 x 4096 a second (B, 2C, H, W) map is 0.5 GB
+        # in place: at 4096 x 4096 a second (B, 3C, H, W) map is 0.8 GB
         return total.div_(count)
 
     def inference(self, inputs: Tensor, batch_img_metas: List[dict]
                   ) -> Tensor:
-        """Raw maps ``(B, 2C, H, W)`` for the (padded) input batch."""
+        """Raw maps ``(B, 3C, H, W)`` for the (padded) input batch."""
         self._check_size(inputs)
         if self.test_cfg.mode == 'slide':
             return self._slide_raw_maps(inputs)
@@ -234,8 +243,9 @@ class LPDEncoderDecoder(EncoderDecoder):
                 'data samples carrying gt_sem_seg / gt_image_label, or use '
                 "gate='predicted' or 'none'")
         raw = self.inference(inputs, batch_img_metas)
-        cams, probs = raw.split(self.num_classes_tissue, dim=1)
-        return self.post_processor.replace(crf=None)(cams, probs)[0]
+        cams, probs, peaks = raw.split(self.num_classes_tissue, dim=1)
+        post = self.post_processor.replace(crf=None, tissue_prior=None)
+        return post(cams, probs, peaks=peaks)[0]
 
     # ------------------------------------------------------------- geometry
     def restore_geometry(self, maps: Tensor, meta: dict, mode: str) -> Tensor:
@@ -262,7 +272,7 @@ restore_geometry`)."""
     def restore_result(self, raw: Tensor, data_samples: List[SegDataSample],
                        inputs: Optional[Tensor] = None
                        ) -> List[RestoredMaps]:
-        """Per image, the raw maps ``(B, 2C, H, W)`` of :meth:`inference`
+        """Per image, the raw maps ``(B, 3C, H, W)`` of :meth:`inference`
         at the original image size; with ``inputs`` (the preprocessed
         batch) also the image in pixel values, for a CRF."""
         num_classes = self.num_classes_tissue
@@ -275,8 +285,7 @@ restore_geometry`)."""
                 image = self.restore_geometry(
                     self.denormalized_inputs(inputs[i:i + 1]), meta,
                     'bilinear')
-            out.append(RestoredMaps(maps[:num_classes], maps[num_classes:],
-                                    image))
+            out.append(RestoredMaps(*maps.split(num_classes), image))
         return out
 
     def finalize_sample(self, sample: SegDataSample, maps: RestoredMaps,
@@ -290,7 +299,7 @@ restore_geometry`)."""
         image = None if maps.image is None else maps.image[None]
         scores, mask = self.post_processor(
             maps.cams[None], maps.class_probs[None], gate, image, [gt],
-            [label], [sample.metainfo.get('img_path')])
+            [label], [sample.metainfo.get('img_path')], maps.peaks[None])
         sample.set_data(dict(seg_logits=PixelData(data=scores[0]),
                              pred_sem_seg=PixelData(data=mask)))
         return sample
@@ -302,7 +311,7 @@ restore_geometry`)."""
                            ) -> List[SegDataSample]:
         """Restore each image's maps and post-process them (gate source
         ``gate``, or ``test_cfg.gate`` when None)."""
-        wanted = inputs if self.crf_enabled else None
+        wanted = inputs if self.post_processor.needs_image else None
         for sample, maps in zip(data_samples,
                                 self.restore_result(raw, data_samples,
                                                     wanted)):
@@ -332,20 +341,22 @@ restore_geometry`)."""
                     with_image: Optional[bool] = None
                     ) -> List[SegDataSample]:
         """Restored raw maps, no gating: sets ``lpd_cams``,
-        ``lpd_class_probs`` and (with a CRF, or ``with_image``)
-        ``lpd_image`` on the samples, for callers that merge several
-        passes before :meth:`finalize_sample` (test-time augmentation)."""
+        ``lpd_class_probs``, ``lpd_peaks`` and (when the post-processing
+        needs it, or ``with_image``) ``lpd_image`` on the samples, for
+        callers that merge several passes before :meth:`finalize_sample`
+        (test-time augmentation)."""
         if data_samples is None:
             data_samples = self._default_samples(inputs)
         if with_image is None:
-            with_image = self.crf_enabled
+            with_image = self.post_processor.needs_image
         raw = self.inference(inputs, [s.metainfo for s in data_samples])
         restored = self.restore_result(raw, data_samples,
                                        inputs if with_image else None)
         for sample, maps in zip(data_samples, restored):
             sample.set_data(dict(
                 lpd_cams=PixelData(data=maps.cams),
-                lpd_class_probs=PixelData(data=maps.class_probs)))
+                lpd_class_probs=PixelData(data=maps.class_probs),
+                lpd_peaks=PixelData(data=maps.peaks)))
             if maps.image is not None:
                 sample.set_data(dict(lpd_image=PixelData(data=maps.image)))
         return data_samples

@@ -43,9 +43,9 @@ class LPDTTAModel(SegTTAModel):
                     ) -> List[SegDataSample]:
         merged = []
         for passes in data_samples_list:
-            cams = torch.stack([p.lpd_cams.data for p in passes]).mean(0)
-            probs = torch.stack([p.lpd_class_probs.data
-                                 for p in passes]).mean(0)
+            cams, probs, peaks = (
+                torch.stack([p.get(key).data for p in passes]).mean(0)
+                for key in ('lpd_cams', 'lpd_class_probs', 'lpd_peaks'))
             image = None
             if 'lpd_image' in passes[0]:
                 closest = min(passes, key=lambda p: abs(
@@ -57,5 +57,5 @@ class LPDTTAModel(SegTTAModel):
                 if key in first:
                     setattr(result, key, getattr(first, key))
             merged.append(self.module.finalize_sample(
-                result, RestoredMaps(cams, probs, image)))
+                result, RestoredMaps(cams, probs, peaks, image)))
         return merged

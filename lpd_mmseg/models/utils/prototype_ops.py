@@ -64,18 +64,40 @@ def global_average_pool(maps: Tensor) -> Tensor:
     return maps.mean(dim=(2, 3))
 
 
-def normalize_cams(cams: Tensor, eps: float = 1e-5) -> Tensor:
+def normalize_cams(cams: Tensor, eps: float = 1e-5,
+                   relu: bool = True) -> Tensor:
     """ReLU, then min-max normalise each ``(b, c)`` map to ``[0, 1]``.
 
     Args:
         cams (Tensor): ``(B, C, H, W)``.
+        relu (bool): apply the ReLU first (inference).  Without it a map
+            that is negative everywhere still spans ``[0, 1]``.
     """
-    cams = F.relu(cams)
+    if relu:
+        cams = F.relu(cams)
     flat = cams.flatten(2)
     low = flat.amin(dim=2, keepdim=True)
     high = flat.amax(dim=2, keepdim=True)
     flat = (flat - low) / (high - low + eps)
     return flat.reshape_as(cams)
+
+
+def relative_peaks(maps: Tensor, eps: float = 1e-6) -> Tensor:
+    """Each class's peak evidence relative to the image's strongest class.
+
+    ``max_hw relu(maps[b, c]) / max_c' max_hw relu(maps[b, c'])``: 1 for
+    the class with the highest activation, near 0 for a class that never
+    responds clearly.  Min-max normalisation (:func:`normalize_cams`)
+    throws this away: every class's CAM peaks at 1 however weak it is.
+
+    Args:
+        maps (Tensor): ``(B, C, H, W)`` merged class maps (logits).
+
+    Returns:
+        Tensor: ``(B, C)`` in ``[0, 1]``.
+    """
+    peaks = F.relu(maps).flatten(2).amax(dim=2)
+    return peaks / peaks.amax(dim=1, keepdim=True).clamp_min(eps)
 
 
 def fuse_stage_cams(stage_cams: Sequence[Tensor], weights: Sequence[float],
@@ -131,6 +153,48 @@ def gate_cams(cams: Tensor, gate: Tensor) -> Tensor:
     if gate.dim() == 2:
         gate = gate[:, :, None, None]
     return cams * gate.to(cams.dtype)
+
+
+REGION_RULES = ('relu', 'minmax')
+
+
+def region_cams(maps: Tensor, rule: str) -> Tensor:
+    """Class maps for the diversity pseudo-mask.
+
+    - ``'relu'``: ReLU + min-max, the inference CAMs: a class whose map is
+      still negative everywhere (early in training) is 0 everywhere, so it
+      gets no region and its prototypes no diversity gradient;
+    - ``'minmax'``: min-max without the ReLU: every class's map spans
+      ``[0, 1]``, so every labelled class wins the pixels where it is
+      relatively strongest.
+
+    Args:
+        maps (Tensor): ``(B, C, H, W)`` merged class logit maps.
+
+    Returns:
+        Tensor: ``(B, C, H, W)`` in ``[0, 1]``.
+    """
+    if rule not in REGION_RULES:
+        raise ValueError(f'region_rule must be one of {REGION_RULES}, got '
+                         f'{rule!r}')
+    return normalize_cams(maps, relu=rule == 'relu')
+
+
+def region_pairs(region: Tensor, labels: Tensor) -> Tensor:
+    """How many (image, labelled class) pairs own at least one pixel of
+    the pseudo-mask, i.e. receive the diversity loss.
+
+    Args:
+        region (Tensor): ``(B, H, W)`` values ``0..C`` (``C`` background).
+        labels (Tensor): ``(B, C)`` multi-hot.
+
+    Returns:
+        Tensor: scalar int64.
+    """
+    num_classes = labels.shape[1]
+    classes = torch.arange(num_classes, device=region.device)
+    owns = (region.flatten(1)[:, :, None] == classes).any(dim=1)
+    return (owns & (labels > 0)).sum()
 
 
 def region_mask_from_cams(cams: Tensor, alpha: float,
