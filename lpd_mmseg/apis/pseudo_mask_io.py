@@ -1,0 +1,115 @@
+"""Where pseudo-masks come from and go to: the deterministic training data
+set they are computed on, their file names, and the output-folder checks
+(nothing is overwritten without ``overwrite``)."""
+import copy
+import os
+import os.path as osp
+from typing import List, Optional, Sequence, Tuple
+
+from mmengine.config import Config
+
+from ..datasets.weak_label_dataset import PSEUDO_MASK_META_FILE
+from .outputs import refuse_to_overwrite
+
+META_FILE = PSEUDO_MASK_META_FILE
+MASK_SUFFIX = '.png'
+#: Deterministic loading for pseudo-masks: no augmentation, no mask.
+DETERMINISTIC_PIPELINE = (dict(type='LoadImageFromFile'),
+                          dict(type='PackWeakSegInputs'))
+#: Dataset wrappers whose inner ``dataset`` is the one to read.
+_WRAPPERS = ('RepeatDataset', 'ClassBalancedDataset')
+
+
+def mask_name_for(img_path: str) -> str:
+    """Pseudo-mask file name of an image: its base name with ``.png``."""
+    return osp.splitext(osp.basename(img_path))[0] + MASK_SUFFIX
+
+
+# ------------------------------------------------------------------ dataset
+def pseudo_mask_dataset_cfg(cfg: Config, split: str = 'train',
+                            data_root: Optional[str] = None) -> dict:
+    """The config's training data set, made deterministic.
+
+    Starts from ``cfg.train_dataloader.dataset`` (unwrapping
+    ``RepeatDataset``/``ClassBalancedDataset``), replaces its pipeline by
+    :data:`DETERMINISTIC_PIPELINE` and optionally its ``split`` and
+    ``data_root``.
+
+    Args:
+        cfg (Config): model config.
+        split (str): ``'train'`` (default; the weakly labelled split),
+            ``'val'`` or ``'test'``.
+        data_root (str, optional): replaces the config's ``data_root``.
+
+    Returns:
+        dict: a data set config for ``DATASETS.build``.
+    """
+    loader = cfg.get('train_dataloader')
+    if not loader or not loader.get('dataset'):
+        raise KeyError('the config has no train_dataloader.dataset to take '
+                       'the training images from')
+    ds = copy.deepcopy(loader['dataset'])
+    ds = ds.to_dict() if hasattr(ds, 'to_dict') else dict(ds)
+    while ds.get('type') in _WRAPPERS and 'dataset' in ds:
+        ds = dict(ds['dataset'])
+    if 'datasets' in ds:
+        raise ValueError(
+            f"train_dataloader.dataset is a {ds.get('type')} of several data "
+            'sets; pseudo-masks need one data set (one image folder)')
+    if split not in ('train', 'val', 'test'):
+        raise ValueError(f"split must be 'train', 'val' or 'test', got "
+                         f'{split!r}')
+    if 'split' in ds or split != 'train':
+        ds['split'] = split
+        ds.pop('data_prefix', None)
+    if data_root is not None:
+        ds['data_root'] = data_root
+    ds['pipeline'] = [dict(t) for t in DETERMINISTIC_PIPELINE]
+    return ds
+
+
+def build_pseudo_mask_dataset(cfg: Config, split: str = 'train',
+                              data_root: Optional[str] = None):
+    """Build :func:`pseudo_mask_dataset_cfg` in the config's registry
+    scope."""
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import DATASETS
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    return DATASETS.build(pseudo_mask_dataset_cfg(cfg, split, data_root))
+
+
+def planned_outputs(dataset, out_dir: str) -> List[Tuple[str, str]]:
+    """``(image path, mask path)`` for every sample, in data set order."""
+    pairs, seen = [], {}
+    for idx in range(len(dataset)):
+        img_path = dataset.get_data_info(idx)['img_path']
+        name = mask_name_for(img_path)
+        if name in seen:
+            raise ValueError(
+                f"images '{seen[name]}' and '{img_path}' would both get the "
+                f"pseudo-mask name '{name}'")
+        seen[name] = img_path
+        pairs.append((img_path, osp.join(out_dir, name)))
+    return pairs
+
+
+def check_output_folder(out_dir: str, mask_paths: Sequence[str],
+                        overwrite: bool) -> None:
+    """Refuse to replace existing files unless ``overwrite``.
+
+    Raises:
+        NotADirectoryError: ``out_dir`` exists and is a file.
+        FileExistsError: some planned output (a mask or the meta file)
+            already exists and ``overwrite`` is False; names the folder.
+    """
+    refuse_to_overwrite(out_dir,
+                        list(mask_paths) + [osp.join(out_dir, META_FILE)],
+                        overwrite, 'old pseudo-masks')
+
+
+def foreign_pngs(out_dir: str, mask_paths: Sequence[str]) -> List[str]:
+    """PNG files in ``out_dir`` that this run does not write."""
+    ours = {osp.basename(p) for p in mask_paths}
+    with os.scandir(out_dir) as entries:
+        return sorted(e.name for e in entries
+                      if e.name.endswith(MASK_SUFFIX) and e.name not in ours)
