@@ -102,6 +102,13 @@ def bench_big_images(args):
     return rows
 
 
+def _placeholder(path):
+    # one byte: the scan measures listing and name parsing, and refuses
+    # 0-byte files as unreadable
+    with open(path, 'wb') as f:
+        f.write(b'\0')
+
+
 def bench_scan(args):
     from mmengine.registry import init_default_scope
     from mmseg.registry import DATASETS
@@ -115,12 +122,11 @@ def bench_scan(args):
         label = format(1 + i % 15, '04b')
         name = (f'TCGA-A{i % 9}-A0SK-DX1_xmin{i * 7}_ymin{i * 13}_'
                 f'MPP-0.2500+{i % 40}[{label}].png')
-        open(osp.join(train, name), 'w').close()
+        _placeholder(osp.join(train, name))
     for sub in ('img', 'mask'):
         os.makedirs(osp.join(root, 'test', sub))
         for i in range(args.num_pairs):
-            open(osp.join(root, 'test', sub, f'patch_{i:05d}.png'),
-                 'w').close()
+            _placeholder(osp.join(root, 'test', sub, f'patch_{i:05d}.png'))
     timings = {}
     for split, count in (('train', args.num_train_names),
                          ('test', args.num_pairs)):
