@@ -73,15 +73,29 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process since start or the last
-    :func:`reset_peak_rss`, in MiB."""
+def _status_mb(field: str) -> float:
+    """A ``/proc/self/status`` memory field (e.g. ``VmRSS``) in MiB, or -1
+    where the file is unavailable."""
     try:
         with open('/proc/self/status') as f:
             for line in f:
-                if line.startswith('VmHWM:'):
+                if line.startswith(field + ':'):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
+    return -1.0
+
+
+def current_rss_mb() -> float:
+    """Resident memory of this process now, in MiB (0 if unknown)."""
+    return max(_status_mb('VmRSS'), 0.0)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process since start or the last
+    :func:`reset_peak_rss`, in MiB."""
+    peak = _status_mb('VmHWM')
+    if peak >= 0:
+        return peak
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -302,18 +302,6 @@ def cuda_timing(args, params: DenseCRFParams,
     return rows
 
 
-def current_rss_mb() -> float:
-    """Resident memory of this process now, in MiB (0 if unknown)."""
-    try:
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith('VmRSS:'):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
 def region_memory(size: int, params: DenseCRFParams,
                   seed: int) -> Dict[str, object]:
     """Refine one ``size`` x ``size`` 5-class map through ``build_crf``."""
@@ -328,7 +316,7 @@ def region_memory(size: int, params: DenseCRFParams,
     del features
     crf = build_crf(dict(backend='torch'))
     scores = torch.from_numpy(probs).log()
-    before = current_rss_mb()
+    before = common.current_rss_mb()
     common.reset_peak_rss()
     start = time.perf_counter()
     crf(scores, image_t)
