@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..gating import allowed_mask
 from ..utils.config_checks import check_choice, reject_unknown_keys
 from .params import DenseCRFParams, check_positive_int
 from .reference import dense_crf_pydensecrf, import_pydensecrf
@@ -32,14 +33,10 @@ def allowed_channels(gate: Tensor, shape) -> Tensor:
     Args:
         gate (Tensor): ``(C,)`` or ``(C, H, W)`` class presence.
         shape: ``(C + 1, H, W)`` of the scores.
+
+    One image of :func:`~lpd_mmseg.models.gating.allowed_mask`, as float.
     """
-    channels, height, width = shape
-    if gate.dim() == 1:
-        gate = gate[:, None, None]
-    allowed = torch.ones(channels, height, width, device=gate.device)
-    allowed[:channels - 1] = (gate > 0).float().expand(channels - 1, height,
-                                                       width)
-    return allowed
+    return allowed_mask(gate[None], (1, *shape))[0].float()
 
 
 def restrict_probs(probs: Tensor, allowed: Optional[Tensor]) -> Tensor:
