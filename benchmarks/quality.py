@@ -8,7 +8,12 @@ and one schedule for every method:
 - cam: one prototype per class, no diversity (plain CAM);
 - bank: frozen k-means prototypes from single-label images (PBIP idea);
 - lpd-nodiv: k learnable prototypes, no diversity;
-- lpd: k learnable prototypes with the Jeffreys diversity loss.
+- lpd: k learnable prototypes with the Jeffreys diversity loss;
+- stage2-lpd / stage2-cam: the two-stage route, honest by construction:
+  the lpd (or cam) run of the same seed writes pseudo-masks of the
+  training patches gated by their own file-name labels, and the
+  second-stage SegFormer (same backbone) trained on them predicts every
+  class with no gate at test time.
 
 Each is trained for several seeds and evaluated on the test split under
 four protocols (honest = gating by the model's own class probabilities,
@@ -43,7 +48,13 @@ from benchmarks.common import (  # noqa: E402
     write_json,
 )
 
-METHODS = ('supervised', 'cam', 'bank', 'lpd-nodiv', 'lpd')
+METHODS = ('supervised', 'cam', 'bank', 'lpd-nodiv', 'lpd', 'stage2-lpd',
+           'stage2-cam')
+#: Second-stage methods -> the first-stage method whose pseudo-masks they
+#: are trained on.
+STAGE2_SOURCES = {'stage2-lpd': 'lpd', 'stage2-cam': 'cam'}
+#: Models with a SegformerHead predicting every class (no prototypes).
+SEGFORMER_METHODS = ('supervised', ) + tuple(STAGE2_SOURCES)
 PROTOCOLS = ('honest', 'honest+crf', 'oracle', 'oracle+crf')
 #: Post-processing rows of the prototype models, no CRF:
 #: name -> (gate source, gate rule, tissue prior).  Only 'oracle*' rows read
@@ -118,7 +129,7 @@ def train_options(args, method, seed):
              f'param_scheduler.0.end={warm}',
              f'param_scheduler.1.begin={warm}',
              f'param_scheduler.1.end={args.iters}']
-    if method != 'supervised':
+    if method not in SEGFORMER_METHODS:
         opts.append(f'model.decode_head.warmup_iters={args.iters // 3}')
     if args.quick:
         opts += ['train_dataloader.batch_size=4',
@@ -130,11 +141,11 @@ def train_options(args, method, seed):
                  'test_dataloader.persistent_workers=False',
                  'model.backbone.embed_dims=8',
                  'model.backbone.num_layers=[1,1,1,1]']
-        if method == 'supervised':
+        if method in SEGFORMER_METHODS:
             opts.append('model.decode_head.in_channels=[8,16,40,64]')
         else:
             opts.append('model.decode_head.in_channels=[16,40,64]')
-        if method not in ('supervised', 'cam'):
+        if method not in SEGFORMER_METHODS + ('cam', ):
             # the generator guarantees 2 single-label patches per class in
             # 60 patches, enough for a 2-prototype bank
             opts.append('model.decode_head.num_prototypes=2')
@@ -142,7 +153,57 @@ def train_options(args, method, seed):
 
 
 def config_for(method):
-    return osp.join('benchmarks', 'configs', f'quality_{method}.py')
+    name = 'stage2' if method in STAGE2_SOURCES else method
+    return osp.join('benchmarks', 'configs', f'quality_{name}.py')
+
+
+def pseudo_masks_for(args, method, seed):
+    """Train (or reuse) the first-stage run of a second-stage method and
+    write (or reuse) its pseudo-masks of the training patches, gated by
+    the patches' file-name labels, with the config's post-processing
+    (tissue prior on, no CRF).
+
+    Returns:
+        tuple: (mask folder, cfg-options pointing the second stage at it,
+        pseudo-mask quality against the generated training masks).
+    """
+    from lpd_mmseg.apis.pseudo_masks import META_FILE, make_pseudo_masks
+    source = STAGE2_SOURCES[method]
+    checkpoint, _, config = train(args, source, source, seed)
+    out_dir = osp.abspath(osp.join(args.work_dir,
+                                   f'pseudo_{source}_seed{seed}'))
+    if not osp.isfile(osp.join(out_dir, META_FILE)) or args.retrain:
+        print(f'[quality] {method} seed {seed}: pseudo-masks from '
+              f'{checkpoint}', flush=True)
+        make_pseudo_masks(config, checkpoint, out_dir,
+                          data_root=args.data_root, gate='labels',
+                          num_workers=0, overwrite=args.retrain,
+                          progress=False)
+    option = f'train_dataloader.dataset.data_prefix.seg_map_path={out_dir}'
+    quality = metrics_of(pseudo_mask_confusion(
+        out_dir, osp.join(args.data_root, 'training_masks')))
+    return out_dir, [option], quality
+
+
+def pseudo_mask_confusion(mask_dir, true_dir):
+    """(5, 5) confusion matrix of the pseudo-masks in ``mask_dir``
+    against the true masks of the same file names in ``true_dir``."""
+    from PIL import Image
+
+    from lpd_mmseg.evaluation import confusion_matrix
+    names = sorted(n for n in os.listdir(true_dir) if n.endswith('.png'))
+    if not names:
+        raise FileNotFoundError(f'{true_dir}: no true training masks')
+    conf = np.zeros((5, 5), np.int64)
+    for name in names:
+        pseudo = osp.join(mask_dir, name)
+        if not osp.isfile(pseudo):
+            raise FileNotFoundError(f'{pseudo}: pseudo-mask missing for '
+                                    f'training mask {name}')
+        conf += confusion_matrix(np.array(Image.open(pseudo)),
+                                 np.array(Image.open(osp.join(true_dir,
+                                                              name))), 5)
+    return conf
 
 
 def train(args, name, method, seed, extra_opts=()):
@@ -349,6 +410,12 @@ def summarize(runs, methods):
                  if r.get('mean_div_pairs') is not None]
         if pairs:
             entry['mean_div_pairs'] = round(float(np.mean(pairs)), 2)
+        pseudo = [r['pseudo_masks']['metrics'] for r in mine
+                  if r.get('pseudo_masks')]
+        if pseudo:
+            entry['pseudo_masks'] = {
+                key: _stats([m[key] for m in pseudo])
+                for key in ('mIoU', 'IoU.BACK')}
         summary[method] = entry
     return summary
 
@@ -383,7 +450,7 @@ def markdown(summary, payload):
             '|---|---|---|---|---|---|---|']
     for method, entry in summary.items():
         for row, spec in POSTPROC_ROWS.items():
-            if row not in entry:
+            if row not in entry or method in SEGFORMER_METHODS:
                 continue
             rows.append(
                 f'| {method} | {row} ({", ".join(map(str, spec))}) | '
@@ -392,7 +459,38 @@ def markdown(summary, payload):
                 f"{_cell(entry['ignore'][row]['mIoU'])} | "
                 f"{_cell(entry[row]['IoU.BACK'])} | "
                 f"{_cell(entry[row]['IoU.NEC'])} |")
-    return '\n'.join(lines + per_class + rows) + '\n'
+    return '\n'.join(lines + per_class + rows + honest_pipelines(summary)) \
+        + '\n'
+
+
+def honest_pipelines(summary):
+    """Table lines: each method's default ``tools/test.py`` pipeline
+    (prototype models: predicted gate + tissue prior; SegFormer models:
+    their own argmax, no gate) beside LPD's oracle-gated reference."""
+    lines = ['', '| method | default test pipeline | test masks read | '
+             'mIoU count | mIoU ignore | BACK IoU | pseudo-mask mIoU '
+             '(train) |', '|---|---|---|---|---|---|---|']
+    for method, entry in summary.items():
+        row = 'honest' if method in SEGFORMER_METHODS else 'honest+prior'
+        if row not in entry:
+            continue
+        pipeline = ('argmax of all 5 classes, no gate'
+                    if method in SEGFORMER_METHODS else
+                    'predicted gate (hard) + tissue prior')
+        pseudo = entry.get('pseudo_masks')
+        lines.append(
+            f'| {method} | {pipeline} | no | {_cell(entry[row]["mIoU"])} | '
+            f'{_cell(entry["ignore"][row]["mIoU"])} | '
+            f'{_cell(entry[row]["IoU.BACK"])} | '
+            f'{_cell(pseudo["mIoU"]) if pseudo else "-"} |')
+    if 'oracle+prior' in summary.get('lpd', {}):
+        entry = summary['lpd']
+        lines.append(
+            '| lpd | oracle gate + tissue prior (reference) | yes | '
+            f'{_cell(entry["oracle+prior"]["mIoU"])} | '
+            f'{_cell(entry["ignore"]["oracle+prior"]["mIoU"])} | '
+            f'{_cell(entry["oracle+prior"]["IoU.BACK"])} | - |')
+    return lines
 
 
 def main(argv=None):
@@ -446,6 +544,12 @@ def main(argv=None):
                 continue
             print(f'[quality] {name} seed {seed}: training (or reusing '
                   'a finished run) ...', flush=True)
+            pseudo = None
+            if kind in STAGE2_SOURCES:
+                pseudo_dir, options, quality = pseudo_masks_for(
+                    args, kind, seed)
+                extra = tuple(options)
+                pseudo = dict(dir=pseudo_dir, metrics=quality)
             checkpoint, seconds, config = train(args, name, kind, seed,
                                                 extra)
             confs, coverage = evaluate(config, checkpoint, args, crf_cfg)
@@ -458,6 +562,7 @@ def main(argv=None):
                                  for p, c in confs.items()},
                              coverage=coverage_summary(coverage),
                              mean_div_pairs=diversity_pairs(checkpoint),
+                             pseudo_masks=pseudo,
                              extra_options=list(extra)))
             print(f"[quality] {name} seed {seed}: mIoU honest "
                   f"{metrics['honest']['mIoU']}, oracle "
