@@ -87,6 +87,10 @@ def build_parser():
     parser.add_argument('--iters', type=int, default=600,
                         help='training iterations per run (batch 8)')
     parser.add_argument('--data-seed', type=int, default=0)
+    parser.add_argument('--class-mix', default='bcss',
+                        choices=['bcss', 'multi'],
+                        help='class mix of the generated data (multi: the '
+                        'second data configuration)')
     parser.add_argument('--num-train', type=int, default=600)
     parser.add_argument('--num-val', type=int, default=50)
     parser.add_argument('--num-test', type=int, default=200)
@@ -513,7 +517,7 @@ def main(argv=None):
     manifest = generate_synthetic_bcss(
         args.data_root, seed=args.data_seed, num_train=args.num_train,
         num_val=args.num_val, num_test=args.num_test, size=args.size,
-        with_train_masks=True, progress=False)
+        with_train_masks=True, class_mix=args.class_mix, progress=False)
     variants = [(m, m, ()) for m in args.methods]
     for spec in args.extra:
         name, _, options = spec.partition(':')
@@ -523,6 +527,7 @@ def main(argv=None):
     payload = dict(
         command=command_line(), environment=environment(),
         data=dict(root=args.data_root, seed=args.data_seed,
+                  class_mix=args.class_mix,
                   counts=manifest['counts'], size=args.size),
         iters=args.iters, batch_size=8 if not args.quick else 4,
         seeds=args.seeds, crf=crf_cfg, protocols=dict(
