@@ -153,13 +153,18 @@ class NormalizedKernel:
         b, c, n = q.shape
         if not sums_to_one or c < 2:
             return self._filter(q)
+        if self._of_ones is None and not self.shared:
+            out = self._filter(q)  # and Kn 1 = sum_c Kn q_c for free
+            self._of_ones = out.sum(1)
+            return out
         out = q.new_empty(b, c, n)
         out[:, :-1] = self._filter(q[:, :-1])
         torch.sub(self.of_ones(), out[:, :-1].sum(1), out=out[:, -1])
         return out
 
     def of_ones(self) -> torch.Tensor:
-        """(B or 1, N) ``Kn 1``, computed once."""
+        """(B or 1, N) ``Kn 1``, computed once (a shared kernel filters
+        ones, so that the cached value never depends on earlier inputs)."""
         if self._of_ones is None:
             batch, n = self.lattice.shape[:2]
             ones = torch.ones(batch, 1, n, device=self.lattice.slice.device)
