@@ -82,18 +82,22 @@ def simplex_cm(e: torch.Tensor
     diff = e - rem0
     # rank_m = #{j > m: diff_m < diff_j} + #{i < m: diff_i >= diff_m}, the
     # counts of pydensecrf's pairwise loop, one row comparison per pair
-    rank = torch.zeros(k, n, dtype=torch.int64, device=e.device)
+    # (int8 counts: a third of the memory traffic of int64)
+    rank = torch.arange(k, dtype=torch.int8, device=e.device)[:, None]
+    rank = rank.repeat(1, n)  # the later coordinate of a pair counts 1 ...
     for m in range(k):
         for j in range(m + 1, k):
-            later_larger = diff[m] < diff[j]
+            later_larger = (diff[m] < diff[j]).to(torch.int8)
             rank[m] += later_larger
-            rank[j] += later_larger.logical_not_()
+            rank[j] -= later_larger  # ... unless it is larger
     del diff
-    rank += torch.div(rem0.sum(0), k, rounding_mode='floor').long()
-    shift = (rank < 0).long().sub_((rank > dim).long()).mul_(k)
+    rank += torch.div(rem0.sum(0), k, rounding_mode='floor').to(torch.int8)
+    shift = (rank < 0).to(torch.int8).sub_((rank > dim).to(torch.int8))
+    shift *= k
     rank += shift
     rem0 = rem0.long().add_(shift)
     del shift
+    rank = rank.long()
     delta = (e - rem0).mul_(down)
     slot = dim - rank
     bary = e.new_zeros(k + 1, n)

@@ -55,11 +55,12 @@ def lattice_build_bytes(points: int, dim: int) -> int:
 
 
 def lattice_held_bytes(points: int, dim: int, vertices: int) -> int:
-    """Bytes a built lattice holds.
+    """Bytes a built (and normalised) lattice holds.
 
     Splat and slice CSR matrices (float32 weights, ``N (d + 1)`` entries
-    each, and their indices) and the ``(d + 1, 2 M)`` neighbour table; the
-    indices are int32 where they fit (:func:`_index_dtype`), else int64.
+    each, and their indices), the ``(d + 1, 2 M + 1)`` neighbour table and
+    the ``(N,)`` float32 input scale of the normalisation; the indices are
+    int32 where they fit (:func:`_index_dtype`), else int64.
 
     Args:
         points: Number of points N.
@@ -72,15 +73,16 @@ def lattice_held_bytes(points: int, dim: int, vertices: int) -> int:
     k = dim + 1
     i = _index_dtype(points * k + 1).itemsize
     return ((8 + 2 * i) * points * k + i * (points + vertices + 2)
-            + 2 * i * k * vertices)
+            + i * k * (2 * vertices + 1) + 4 * points)
 
 
 def lattice_filter_bytes(points: int, vertices: int, channels: int) -> int:
-    """Peak temporary bytes of one :meth:`PermutohedralLattice.filter`.
+    """Peak bytes of one :meth:`PermutohedralLattice.filter`.
 
-    Two ``(M + 1, C)`` blur buffers, the gathered forward neighbours and
-    (on CUDA) the splat result (``4 M C`` values), the input copy and the
-    output (``2 N C``), float32.
+    Two ``(M + 1, C)`` blur buffers and the ``(2 M, C)`` gathered
+    neighbours (kept by the lattice for the next call), the scaled input,
+    its row-major copy for the sparse product and the output
+    (``3 N C``), float32.
 
     Args:
         points: Number of points N.
@@ -90,7 +92,7 @@ def lattice_filter_bytes(points: int, vertices: int, channels: int) -> int:
     Returns:
         int: bytes.
     """
-    return 4 * channels * (4 * (vertices + 1) + 2 * points)
+    return 4 * channels * (4 * (vertices + 1) + 3 * points)
 
 
 def _index_dtype(size: int) -> torch.dtype:
@@ -206,6 +208,8 @@ class PermutohedralLattice:
         slice: (B N, M) CSR matrix, its transpose times ``1 / (1 + 2^-d)``.
         neighbours: (d + 1, 2 M) int32 (int64 past 2^31) blur neighbours
             of every vertex along each direction (M where there is none).
+        in_scale: None, or after :meth:`normalise_` the (B N, 1)
+            ``D^-1/2`` that multiplies the values before the splat.
     """
 
     def __init__(self, features: torch.Tensor, on_vertices=None):
@@ -247,6 +251,7 @@ class PermutohedralLattice:
             (points, m))
         del inverse, weights
         self.neighbours = self._neighbours(unique, steps)
+        self.in_scale = None
         self._cache = {}
 
     @staticmethod
@@ -281,23 +286,25 @@ class PermutohedralLattice:
     def normalise_(self) -> 'PermutohedralLattice':
         """Make :meth:`filter` apply ``D^-1/2 K D^-1/2``, ``D = K 1``.
 
-        The symmetric normalisation of the CRF kernels, folded into the
-        splat weights (times each sender's ``D^-1/2``) and the slice
-        weights (times each receiver's), so that it costs nothing per
-        filtering.  In place; returns the lattice.
+        The symmetric normalisation of the CRF kernels: the slice weights
+        are multiplied by each receiver's ``D^-1/2`` once, here; each
+        sender's ``D^-1/2`` multiplies the values on their way in (one
+        pass over the values, cheaper than rescaling the splat matrix,
+        whose entries are in vertex order).  In place, once; returns the
+        lattice.
         """
+        if self.in_scale is not None:
+            raise RuntimeError('the lattice is already normalised')
         points = self.slice.shape[0]
         ones = self.slice.values().new_ones(points, 1)
         inv_sqrt = (self.filter(ones)[:, 0] + 1e-20).rsqrt()  # (points,)
         k = self.shape[2] + 1
-        splat, slice_ = self.splat, self.slice
-        self.splat = _csr(
-            splat.crow_indices(), splat.col_indices(),
-            splat.values() * inv_sqrt[splat.col_indices()], splat.shape)
+        slice_ = self.slice
         self.slice = _csr(  # k entries per receiver row
             slice_.crow_indices(), slice_.col_indices(),
             (slice_.values().view(points, k) * inv_sqrt[:, None]).view(-1),
             slice_.shape)
+        self.in_scale = inv_sqrt[:, None]
         return self
 
     def filter(self, values: torch.Tensor) -> torch.Tensor:
@@ -311,6 +318,8 @@ class PermutohedralLattice:
         """
         m = self.num_vertices
         grid, spare, pair = self._buffers(values)
+        if self.in_scale is not None:
+            values = values * self.in_scale
         if values.is_cuda:
             grid[:m] = self.splat @ values
         else:  # straight into the buffer
