@@ -184,6 +184,25 @@ def sorted_slots(codes: torch.Tensor, bits: int
     return packed, order - rows * points, rows
 
 
+#: A float32 row of 1, 2 or 4 values read as one element of this dtype.
+_ROW_DTYPES = {1: torch.float32, 2: torch.float64, 4: torch.complex128}
+
+
+def _row_gather(channels: int):
+    """``out = grid[index]`` for contiguous ``(R, channels)`` float32.
+
+    With 1, 2 or 4 channels each row is read as one 4-, 8- or 16-byte
+    element, so that the gather is a one-dimensional ``index_select``
+    (three to seven times faster on the CPU than the row-wise one).
+    """
+    dtype = _ROW_DTYPES.get(channels)
+    if dtype is None:
+        return lambda grid, index, out: torch.index_select(
+            grid, 0, index, out=out)
+    return lambda grid, index, out: torch.index_select(
+        grid.view(dtype).view(-1), 0, index, out=out.view(dtype).view(-1))
+
+
 class PermutohedralLattice:
     """Gaussian filter ``out_i ~ sum_j exp(-|f_i - f_j|^2 / 2) in_j``
     (the point itself included) over a batch of point sets.
@@ -324,8 +343,9 @@ class PermutohedralLattice:
             grid[:m] = self.splat @ values
         else:  # straight into the buffer
             torch.mm(self.splat, values, out=grid[:m])
+        gather = _row_gather(values.shape[1])
         for index in self.neighbours:  # centre + (back + forward) / 2
-            torch.index_select(grid, 0, index, out=pair)
+            gather(grid, index, pair)
             pair[:m] += pair[m:]
             torch.add(grid[:m], pair[:m], alpha=0.5, out=spare[:m])
             grid, spare = spare, grid
