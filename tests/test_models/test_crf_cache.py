@@ -30,6 +30,7 @@ from lpd_mmseg.models.crf.lattice import (
     count_at_most,
     sorted_slots,
 )
+from lpd_mmseg.models.crf.torch_backend import default_chunk
 
 
 @pytest.fixture(autouse=True)
@@ -189,3 +190,12 @@ def test_vertex_codes_of_a_batch_keep_images_apart():
         codes[:, 50:].flatten().tolist())
     assert not first & second
     assert len(first) == len(second)
+
+
+def test_default_chunk_keeps_cpu_chunks_small():
+    params = DenseCRFParams()
+    assert default_chunk(224, 224, 5, params, 'cpu') == 1
+    assert default_chunk(64, 64, 5, params, torch.device('cpu')) == 16
+    assert default_chunk(1024, 1024, 5, params, 'cpu') == 1
+    gpu = default_chunk(224, 224, 5, params, 'cuda')  # no GPU needed
+    assert gpu > 16 and gpu == default_chunk(224, 224, 5, params, 'cuda:0')

@@ -5,20 +5,24 @@ Permutohedral Lattice" (Eurographics 2010), with the same choices as the
 lattice inside pydensecrf, so that both filters give the same numbers up to
 float rounding:
 
-1. **Embed.**  Each point's ``d`` features (already divided by their
-   standard deviations) are scaled by ``sqrt(2/3) (d + 1)`` and lifted onto
-   the plane ``sum = 0`` of ``R^(d+1)``; the enclosing simplex is found by
-   rounding to the nearest multiple of ``d + 1`` and ranking the remainders,
-   and the ``d + 1`` barycentric weights follow from the ranks.
+1. **Embed** (:mod:`.geometry`).  Each point's ``d`` features (already
+   divided by their standard deviations) are scaled by
+   ``sqrt(2/3) (d + 1)`` and lifted onto the plane ``sum = 0`` of
+   ``R^(d+1)``; the enclosing simplex is found by rounding to the nearest
+   multiple of ``d + 1`` and ranking the remainders, and the ``d + 1``
+   barycentric weights follow from the ranks.
 2. **Deduplicate.**  Every point names ``d + 1`` lattice vertices by their
-   integer keys; the keys are packed into one int64 (mixed radix with a
-   margin, the image index as the top digit) and made unique by
-   :func:`torch.unique`.  Vertices of different images never coincide, so a
-   batch shares one lattice.
-3. **Splat** with ``index_add_``, **blur** with the kernel
+   integer keys, packed into one int64 code each (mixed radix with a
+   margin, the image index as the top digit, so that a batch shares one
+   lattice without mixing images).  One sort of the codes (with the slot
+   of each riding in its low bits) groups equal vertices; a blur
+   neighbour's code is the vertex code plus a constant per direction, so
+   the neighbour table comes from merging the shifted sorted codes with
+   the sorted codes.
+3. **Splat** with a sparse product, **blur** with the kernel
    ``[1/2, 1, 1/2]`` along each of the ``d + 1`` lattice directions through
-   a precomputed neighbour table (missing neighbours read a zero row), and
-   **slice** with a gather, times ``1 / (1 + 2^-d)``.
+   the neighbour table (missing neighbours read a zero row), and **slice**
+   with a sparse product, times ``1 / (1 + 2^-d)``.
 
 The lattice depends only on the features (the image), so it is built once
 and reused by every mean-field iteration.  Cost and memory are linear in the

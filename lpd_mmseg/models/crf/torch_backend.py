@@ -22,10 +22,15 @@ from .params import TINY, UNARY_CLIP, DenseCRFParams, check_positive_int
 
 __all__ = ['dense_crf_torch', 'dense_crf_torch_bytes', 'unary_from_probs',
            'pixel_features', 'NormalizedKernel', 'build_kernels',
-           'CRFMemoryError', 'CHUNK_BUDGET_BYTES']
+           'CRFMemoryError', 'CHUNK_BUDGET_BYTES', 'CPU_CHUNK_PIXELS']
 
 #: Memory budget that picks the default number of images refined together.
 CHUNK_BUDGET_BYTES = 1 << 30
+
+#: On the CPU, the most pixels refined together by default: the lattice's
+#: random reads then stay in the caches (one 224 px image at a time was
+#: about 5 % faster per image than four together on the benchmark machine).
+CPU_CHUNK_PIXELS = 1 << 16
 
 
 
@@ -166,12 +171,16 @@ def dense_crf_torch_bytes(height: int, width: int, num_classes: int,
 
 
 def default_chunk(height: int, width: int, num_classes: int,
-                  params: DenseCRFParams) -> int:
-    """Most images whose vertex-free memory fits :data:`CHUNK_BUDGET_BYTES`.
-    """
+                  params: DenseCRFParams, device='cpu') -> int:
+    """Most images whose vertex-free memory fits :data:`CHUNK_BUDGET_BYTES`;
+    on the CPU also at most :data:`CPU_CHUNK_PIXELS` pixels (at least one
+    image)."""
     per_image = dense_crf_torch_bytes(height, width, num_classes, params,
                                       vertices=(0, 0))
-    return max(1, CHUNK_BUDGET_BYTES // per_image)
+    chunk = max(1, CHUNK_BUDGET_BYTES // per_image)
+    if torch.device(device).type == 'cpu':
+        chunk = min(chunk, max(1, CPU_CHUNK_PIXELS // (height * width)))
+    return chunk
 
 
 @torch.no_grad()
@@ -194,7 +203,8 @@ def dense_crf_torch(probs: torch.Tensor,
             the device of ``probs``.
         params: CRF parameters (paper defaults).
         chunk_size: Number of images refined together; None picks
-            :func:`default_chunk` (all 224 px patches of a usual batch).
+            :func:`default_chunk` (on CUDA all 224 px patches of a usual
+            batch, on the CPU one 224 px patch at a time).
         max_bytes: Refuse (:class:`CRFMemoryError`) a chunk whose estimate
             (:func:`dense_crf_torch_bytes`) exceeds this, checked before
             anything large is allocated and again once each lattice's
@@ -219,7 +229,7 @@ def dense_crf_torch(probs: torch.Tensor,
     warn_if_unit_range(images)
     b, c, h, w = probs.shape
     if chunk_size is None:
-        chunk_size = default_chunk(h, w, c, params)
+        chunk_size = default_chunk(h, w, c, params, probs.device)
     key = spatial_cache_key(h, w, params.gaussian_sxy, probs.device)
     outputs = []
     for start in range(0, b, chunk_size):
