@@ -280,6 +280,52 @@ def timing(args, params: DenseCRFParams,
     return rows
 
 
+def phase_profile(args, params: DenseCRFParams) -> Dict[str, object]:
+    """Where the time of one image goes: median seconds of each phase.
+
+    One ``--timing-sizes[0]`` px 5-class image, one thread, the cached
+    position-only kernel warm (as for the second of many same-size
+    tiles): pixel features, the bilateral lattice build, its
+    normalisation, and the mean-field iterations; then the whole call.
+    """
+    size = args.timing_sizes[0]
+    probs, images = to_batch(make_cases(args.seed + 4, 1, size, classes=5))
+    images = images.float()
+    unary = unary_from_probs(probs).flatten(2)
+    features = pixel_features(size, size, params.bilateral_sxy, images,
+                              params.bilateral_srgb)
+    rounds = max(5, args.repeats)
+    # each phase on fresh inputs of its own, prepared outside the clock
+    prepare = {
+        'features': lambda: None,
+        'bilateral_lattice_build': lambda: None,
+        'normalisation': lambda: PermutohedralLattice(features),
+        'iterations': lambda: build_kernels(images, params),
+        'whole_call': lambda: None,
+    }
+    phases = {
+        'features': lambda _: pixel_features(
+            size, size, params.bilateral_sxy, images, params.bilateral_srgb),
+        'bilateral_lattice_build': lambda _: PermutohedralLattice(features),
+        'normalisation': lambda lattice: lattice.normalise_(),
+        'iterations': lambda terms: mean_field(unary, terms,
+                                               params.iterations),
+        'whole_call': lambda _: dense_crf_torch(probs, images, params),
+    }
+    seconds = {}
+    for name, fn in phases.items():
+        fn(prepare[name]())  # warm-up
+        inputs = [prepare[name]() for _ in range(rounds)]
+        times = []
+        for item in inputs:
+            start = time.perf_counter()
+            fn(item)
+            times.append(time.perf_counter() - start)
+        seconds[name] = float(np.median(times))
+    return dict(size=size, classes=5, load_average_1min=os.getloadavg()[0],
+                seconds=seconds)
+
+
 def thread_check(args) -> List[Dict[str, object]]:
     """Is a two-thread slowdown the CRF's or the machine's?
 
@@ -417,6 +463,18 @@ def render(report: Dict[str, object]) -> str:
             f"| {cell(row, 'torch_exact_spatial_s_per_image')} "
             f"| {cell(row, 'pydensecrf_s_per_image')} "
             f"| {cell(row, 'torch_over_pydensecrf_speed', '{:.2f}')} |")
+    profile = report.get('profile')
+    if profile:
+        sec = profile['seconds']
+        lines += ['', f"Where the time goes ({profile['size']} px, "
+                  f"{profile['classes']} classes, one thread, load average "
+                  f"{profile['load_average_1min']:.1f}), milliseconds: "
+                  + ', '.join(f"{name.replace('_', ' ')} "
+                              f"{1000 * sec[name]:.1f}"
+                              for name in ('features',
+                                           'bilateral_lattice_build',
+                                           'normalisation', 'iterations',
+                                           'whole_call')) + '.']
     checks = report.get('thread_check')
     if checks:
         lines += ['', '| plain torch workload | torch threads | seconds '
@@ -473,6 +531,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     for key in ('agreement', 'agreement_exact_spatial'):
         print(f'{key}:', {k: v for k, v in (report[key] or {}).items()
                           if not k.startswith('per_image')}, flush=True)
+    report['profile'] = phase_profile(args, params)
+    print('profile:', report['profile'], flush=True)
     report['timing'] = timing(args, params, have_pydensecrf)
     report['thread_check'] = thread_check(args)
     report['cuda_timing'] = cuda_timing(args, params, have_pydensecrf)
