@@ -59,6 +59,9 @@ def test_crf_agreement_quick(tmp_path):
               '--out', str(out)], timeout=600)
     payload = json.loads(out.read_text())
     assert payload['timing'][0]['torch_s_per_image'] > 0
+    assert payload['timing'][0]['load_average_1min'] >= 0
+    assert {row['workload'] for row in payload['thread_check']} == {
+        'elementwise_500_ops', 'matmul_10_ops'}
     assert payload['region']['within_default_guard']
     assert payload['region']['estimate_gib'] <= \
         payload['region']['worst_case_estimate_gib']
