@@ -69,6 +69,18 @@ def test_cached_kernel_gives_the_numbers_of_a_fresh_build():
     assert torch.equal(dense_crf_torch(probs, images), fresh)
 
 
+def test_threads_sharing_a_cached_kernel_get_their_own_numbers():
+    from concurrent.futures import ThreadPoolExecutor
+    inputs = [batch(40, 33, count=1, seed=s) for s in range(6)]
+    alone = [dense_crf_torch(p, i) for p, i in inputs]
+    clear_spatial_cache()
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(lambda pi: dense_crf_torch(*pi), inputs))
+    assert len(kernels._SPATIAL_CACHE) == 1
+    for a, b in zip(alone, together):
+        assert torch.equal(a, b)
+
+
 def test_cache_is_keyed_by_size_sxy_and_device():
     a = spatial_kernel(20, 30, 5.0, 'cpu')
     assert spatial_kernel(20, 30, 5.0, torch.device('cpu')) is a

@@ -1,6 +1,7 @@
 """The two pairwise kernels of the CRF on permutohedral lattices: pixel
 features, the symmetric normalisation, and the cache of position-only
 kernels (they depend only on the image size)."""
+import threading
 from collections import OrderedDict
 from typing import Callable, List, Optional, Tuple
 
@@ -20,6 +21,8 @@ SPATIAL_CACHE_BYTES = 256 << 20
 
 #: (H, W, sxy, device) -> kernel, least recently used first.
 _SPATIAL_CACHE: 'OrderedDict[tuple, NormalizedKernel]' = OrderedDict()
+#: Guards :data:`_SPATIAL_CACHE` when several threads run the CRF.
+_SPATIAL_CACHE_LOCK = threading.RLock()
 
 
 def pixel_features(height: int, width: int, sxy: float,
@@ -141,9 +144,10 @@ def spatial_cache_bytes(exclude: Optional[tuple] = None) -> int:
 def clear_spatial_cache(keep: Optional[tuple] = None) -> None:
     """Drop every cached position-only kernel but the one of key ``keep``.
     """
-    for key in list(_SPATIAL_CACHE):
-        if key != keep:
-            del _SPATIAL_CACHE[key]
+    with _SPATIAL_CACHE_LOCK:
+        for key in list(_SPATIAL_CACHE):
+            if key != keep:
+                del _SPATIAL_CACHE[key]
 
 
 def spatial_kernel(height: int, width: int, sxy: float,
@@ -157,17 +161,18 @@ def spatial_kernel(height: int, width: int, sxy: float,
     normalised once when it is made and ``Kn 1`` is computed from ones.
     """
     key = spatial_cache_key(height, width, sxy, device)
-    kernel = _SPATIAL_CACHE.get(key)
-    if kernel is not None:
-        _SPATIAL_CACHE.move_to_end(key)
+    with _SPATIAL_CACHE_LOCK:
+        kernel = _SPATIAL_CACHE.get(key)
+        if kernel is not None:
+            _SPATIAL_CACHE.move_to_end(key)
+            return kernel
+        lattice = PermutohedralLattice(
+            pixel_features(height, width, sxy, device=device))
+        kernel = NormalizedKernel(lattice, shared=True)
+        _SPATIAL_CACHE[key] = kernel
+        while _SPATIAL_CACHE and spatial_cache_bytes() > SPATIAL_CACHE_BYTES:
+            _SPATIAL_CACHE.popitem(last=False)
         return kernel
-    lattice = PermutohedralLattice(
-        pixel_features(height, width, sxy, device=device))
-    kernel = NormalizedKernel(lattice, shared=True)
-    _SPATIAL_CACHE[key] = kernel
-    while _SPATIAL_CACHE and spatial_cache_bytes() > SPATIAL_CACHE_BYTES:
-        _SPATIAL_CACHE.popitem(last=False)
-    return kernel
 
 
 def build_kernels(images: torch.Tensor, params: DenseCRFParams,

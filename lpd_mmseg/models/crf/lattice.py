@@ -28,6 +28,7 @@ The lattice depends only on the features (the image), so it is built once
 and reused by every mean-field iteration.  Cost and memory are linear in the
 number of points and vertices, independent of the standard deviations.
 """
+import threading
 import warnings
 from typing import Tuple
 
@@ -240,6 +241,7 @@ class PermutohedralLattice:
             raise ValueError('features must have shape (B, N, d), got '
                              f'{tuple(features.shape)}')
         batch, n, dim = features.shape
+        self._lock = threading.Lock()
         k = dim + 1
         points = batch * n
         device = features.device
@@ -339,21 +341,25 @@ class PermutohedralLattice:
         Returns:
             torch.Tensor: (B N, C) float32 filtered values.
         """
-        m = self.num_vertices
-        grid, spare, pair = self._buffers(values)
-        if self.in_scale is not None:
-            values = values * self.in_scale
-        if values.is_cuda:
-            grid[:m] = self.splat @ values
-        else:  # straight into the buffer
-            torch.mm(self.splat, values, out=grid[:m])
-        gather = _row_gather(values.shape[1])
-        for index in self.neighbours:  # centre + (back + forward) / 2
-            gather(grid, index, pair)
-            pair[:m] += pair[m:]
-            torch.add(grid[:m], pair[:m], alpha=0.5, out=spare[:m])
-            grid, spare = spare, grid
-        return self.slice @ grid[:m]
+        # The blur buffers are shared by every call on this lattice (a
+        # cached position-only lattice serves many images): one call at a
+        # time, also when several Python threads use the CRF.
+        with self._lock:
+            m = self.num_vertices
+            grid, spare, pair = self._buffers(values)
+            if self.in_scale is not None:
+                values = values * self.in_scale
+            if values.is_cuda:
+                grid[:m] = self.splat @ values
+            else:  # straight into the buffer
+                torch.mm(self.splat, values, out=grid[:m])
+            gather = _row_gather(values.shape[1])
+            for index in self.neighbours:  # centre + (back + forward) / 2
+                gather(grid, index, pair)
+                pair[:m] += pair[m:]
+                torch.add(grid[:m], pair[:m], alpha=0.5, out=spare[:m])
+                grid, spare = spare, grid
+            return self.slice @ grid[:m]
 
     def _buffers(self, values: torch.Tensor):
         """Blur buffers for ``values``' channel count, kept for reuse.
