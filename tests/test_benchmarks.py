@@ -16,7 +16,8 @@ def test_quality_quick(tmp_path):
     payload = json.loads(out.read_text())
     assert set(payload['summary']) == {'supervised', 'cam', 'bank',
                                        'lpd-nodiv', 'lpd', 'stage2-lpd',
-                                       'stage2-cam'}
+                                       'stage2-cam', 'stage2-lpd-bal',
+                                       'stage2-cam-bal'}
     for entry in payload['summary'].values():
         for protocol in ('honest', 'honest+crf', 'oracle', 'oracle+crf'):
             assert 0 <= entry[protocol]['mIoU']['mean'] <= 100
@@ -27,6 +28,9 @@ def test_quality_quick(tmp_path):
         assert run['pseudo_masks']['dir'].endswith(f'pseudo_{source}_seed0')
         assert 0 <= run['pseudo_masks']['metrics']['mIoU'] <= 100
         assert 'pseudo_masks' in payload['summary'][method]
+    run, = [r for r in payload['runs'] if r['method'] == 'stage2-lpd-bal']
+    assert any('loss_decode.class_weight=[' in o
+               for o in run['extra_options'])
     table = open(osp.splitext(str(out))[0] + '.md').read()
     assert '| stage2-lpd | argmax of all 5 classes, no gate | no |' in table
     assert '| lpd | oracle gate + tissue prior (reference) | yes |' in table

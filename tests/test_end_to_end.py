@@ -176,3 +176,6 @@ def test_demo_two_stage_end_to_end(tmp_path):
     overlays = glob.glob(osp.join(run_dir, 'test_stage2', 'overlays', '**',
                                   '*.png'), recursive=True)
     assert len(overlays) == 2
+    # the second stage was trained with the balanced class weights
+    log = open(osp.join(run_dir, 'logs', '6_stage2_train.log')).read()
+    assert 'model.decode_head.loss_decode.class_weight=[' in log

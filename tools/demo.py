@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--stage2-iters', type=int, default=None,
                         help="second-stage iterations (default: the "
                         "config's)")
+    parser.add_argument('--stage2-unweighted', action='store_true',
+                        help='train the second stage with a plain '
+                        'cross-entropy (default: classes weighted by the '
+                        'inverse square root of their pseudo-mask pixel '
+                        'share, so that rare classes are still predicted)')
     parser.add_argument('--every', type=int, default=25,
                         help='show progress every this many percent '
                         '(the step logs hold every line)')
@@ -280,11 +285,19 @@ def _second_stage(args, step, run_dir: str, checkpoint: str,
              'tools/make_pseudo_masks.py', args.config, checkpoint, '--out',
              masks, '--data-root', args.data_root, '--gate', 'labels'])
     train_dir = osp.join(run_dir, 'stage2_train')
+    stage2_opts = [
+        f'train_dataloader.dataset.data_prefix.seg_map_path={masks}']
+    if not args.stage2_unweighted:
+        if REPO not in sys.path:
+            sys.path.insert(0, REPO)
+        from lpd_mmseg.apis.pseudo_mask_io import stage2_class_weight
+        weights = ','.join(f'{w:g}' for w in stage2_class_weight(masks))
+        stage2_opts.append(
+            f'model.decode_head.loss_decode.class_weight=[{weights}]')
     step(6, 'stage2_train', 'train the second stage (SegFormer on the '
-         'pseudo-masks)', [
+         'pseudo-masks, classes weighted by 1/sqrt(pixel share))', [
              'tools/train.py', args.stage2_config, '--work-dir', train_dir,
-             '--cfg-options'] + data_opts +
-         [f'train_dataloader.dataset.data_prefix.seg_map_path={masks}'] +
+             '--cfg-options'] + data_opts + stage2_opts +
          _schedule_opts(args.seed, args.stage2_iters))
     stage2_ckpt = _checkpoint_of(train_dir)
     test_dir = osp.join(run_dir, 'test_stage2')
