@@ -2,6 +2,8 @@
 #   make demo   set up .venv, generate a small BCSS-WSSS-style data set,
 #               train LPD on CPU, evaluate it on the test split
 #   make test   set up .venv, run the test suite
+#   make two-stage  the demo plus the second stage (pseudo-masks gated by
+#               the training labels -> SegFormer, honest by construction)
 # Both are idempotent: a second run reuses the venv.
 #
 # Variables:
@@ -21,10 +23,10 @@ STAMP := $(VENV)/.lpd_mmseg_installed
 REQS := requirements/runtime.txt requirements/mmcv.txt requirements/tests.txt setup.py
 DEMO_DIR ?= work_dirs/demo
 
-.PHONY: setup demo test lint slides crf bench-quality bench-quality-quick bench-speed clean-venv help
+.PHONY: setup demo two-stage test lint slides crf bench-quality bench-quality-quick bench-speed clean-venv help
 
 help:
-	@sed -n '1,16p' Makefile
+	@sed -n '1,15p' Makefile
 
 $(PY):
 	$(PYTHON) -m venv $(VENV_ARGS) $(VENV)
@@ -54,6 +56,9 @@ setup: $(STAMP)
 
 demo: setup
 	$(PY) tools/demo.py --work-dir $(DEMO_DIR)
+
+two-stage: setup
+	$(PY) tools/demo.py --two-stage --work-dir $(DEMO_DIR)
 
 test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)

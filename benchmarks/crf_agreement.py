@@ -12,7 +12,10 @@ images (paper parameters, 2 to 5 classes), in one run:
     each ``--threads`` setting, alternating the backends so that load from
     other jobs hits both; pydensecrf always runs on one thread;
     ``torch_over_pydensecrf_speed`` > 1 means the lattice is faster;
-(c) with CUDA, batched lattice throughput against pydensecrf's;
+(c) plain torch workloads (many element-wise ops, a few matrix products)
+    at each ``--threads`` setting, to tell a slowdown of the CRF's own
+    from one of a machine whose cores other jobs occupy;
+(c') with CUDA, batched lattice throughput against pydensecrf's;
 (d) a ``--region`` x ``--region`` 5-class map refined through
     ``build_crf(dict(backend='torch'))``: estimated memory (worst case and
     with the real vertex counts) against the default ``max_memory_gb``
@@ -260,8 +263,10 @@ def timing(args, params: DenseCRFParams,
             if have_pydensecrf:
                 fns['pydensecrf'] = lambda: [
                     dense_crf_pydensecrf(p, im, params) for p, im in cases]
+            load = os.getloadavg()[0]
             seconds = alternate(fns, args.repeats)
             row = dict(size=size, images=count, torch_threads=threads,
+                       load_average_1min=load,
                        torch_s_per_image=seconds['torch'] / count)
             if 'torch_exact_spatial' in seconds:
                 row['torch_exact_spatial_s_per_image'] = (
@@ -273,6 +278,99 @@ def timing(args, params: DenseCRFParams,
             rows.append(row)
             print(row, flush=True)
     return rows
+
+
+def phase_profile(args, params: DenseCRFParams) -> Dict[str, object]:
+    """Where the time of one image goes: median seconds of each phase.
+
+    One ``--timing-sizes[0]`` px 5-class image, one thread, the cached
+    position-only kernel warm (as for the second of many same-size
+    tiles): pixel features, the bilateral lattice build, its
+    normalisation, and the mean-field iterations; then the whole call.
+    """
+    size = args.timing_sizes[0]
+    probs, images = to_batch(make_cases(args.seed + 4, 1, size, classes=5))
+    images = images.float()
+    unary = unary_from_probs(probs).flatten(2)
+    features = pixel_features(size, size, params.bilateral_sxy, images,
+                              params.bilateral_srgb)
+    rounds = max(5, args.repeats)
+    # each phase on fresh inputs of its own, prepared outside the clock
+    prepare = {
+        'features': lambda: None,
+        'bilateral_lattice_build': lambda: None,
+        'normalisation': lambda: PermutohedralLattice(features),
+        'iterations': lambda: build_kernels(images, params),
+        'whole_call': lambda: None,
+    }
+    phases = {
+        'features': lambda _: pixel_features(
+            size, size, params.bilateral_sxy, images, params.bilateral_srgb),
+        'bilateral_lattice_build': lambda _: PermutohedralLattice(features),
+        'normalisation': lambda lattice: lattice.normalise_(),
+        'iterations': lambda terms: mean_field(unary, terms,
+                                               params.iterations),
+        'whole_call': lambda _: dense_crf_torch(probs, images, params),
+    }
+    seconds = {}
+    for name, fn in phases.items():
+        fn(prepare[name]())  # warm-up
+        inputs = [prepare[name]() for _ in range(rounds)]
+        times = []
+        for item in inputs:
+            start = time.perf_counter()
+            fn(item)
+            times.append(time.perf_counter() - start)
+        seconds[name] = float(np.median(times))
+    return dict(size=size, classes=5, load_average_1min=os.getloadavg()[0],
+                seconds=seconds)
+
+
+def thread_check(args) -> List[Dict[str, object]]:
+    """Is a two-thread slowdown the CRF's or the machine's?
+
+    Times two plain torch workloads at each ``--threads`` setting, in
+    rounds: many medium element-wise ops (500 additions on 300k floats,
+    the size of the CRF's per-pixel arrays; every op is one parallel
+    region) and a few large ones (ten 1024^2 matrix products).  When
+    other jobs occupy the cores, each parallel region waits until all its
+    threads get a core, which costs the many-op workload far more than
+    the few-op one.  Reports the median seconds, the process CPU time over
+    the wall time and the load average before each measurement.
+    """
+    vector = torch.rand(300_000)
+    a, b = torch.rand(1024, 1024), torch.rand(1024, 1024)
+    workloads = {'elementwise_500_ops': lambda: [vector.add(1.0)
+                                                 for _ in range(500)],
+                 'matmul_10_ops': lambda: [a @ b for _ in range(10)]}
+    rows = []
+    for _ in range(args.repeats):
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            for name, fn in workloads.items():
+                fn()  # warm-up with this thread count
+                load = os.getloadavg()[0]
+                wall, cpu = time.perf_counter(), time.process_time()
+                fn()
+                wall = time.perf_counter() - wall
+                rows.append(dict(workload=name, torch_threads=threads,
+                                 load_average_1min=load, seconds=wall,
+                                 cpu_over_wall=(time.process_time() - cpu)
+                                 / wall))
+    torch.set_num_threads(1)
+    summary = []
+    for name in workloads:
+        for threads in args.threads:
+            mine = [r for r in rows if r['workload'] == name
+                    and r['torch_threads'] == threads]
+            summary.append(dict(
+                workload=name, torch_threads=threads,
+                seconds=float(np.median([r['seconds'] for r in mine])),
+                cpu_over_wall=float(np.median([r['cpu_over_wall']
+                                               for r in mine])),
+                load_average_1min=[r['load_average_1min'] for r in mine]))
+            print(summary[-1], flush=True)
+    return summary
 
 
 def cuda_timing(args, params: DenseCRFParams,
@@ -350,9 +448,9 @@ def render(report: Dict[str, object]) -> str:
                 f"| {name} | {100 * row['argmax_agreement_mean']:.2f} % "
                 f"({100 * row['argmax_agreement_min']:.2f} %) "
                 f"| {row['mean_abs_prob_diff_mean']:.2g} |")
-    lines += ['', '| side | torch threads | lattice s/image | exact '
-              'position-only s/image | pydensecrf s/image | speed ratio '
-              'lattice / pydensecrf |', '|---|---|---|---|---|---|']
+    lines += ['', '| side | torch threads | load average | lattice s/image '
+              '| exact position-only s/image | pydensecrf s/image | speed '
+              'ratio lattice / pydensecrf |', '|---|---|---|---|---|---|---|']
 
     def cell(row, key, fmt='{:.3f}'):
         return fmt.format(row[key]) if key in row else '-'
@@ -360,10 +458,33 @@ def render(report: Dict[str, object]) -> str:
     for row in report['timing']:
         lines.append(
             f"| {row['size']} | {row['torch_threads']} "
+            f"| {cell(row, 'load_average_1min', '{:.1f}')} "
             f"| {cell(row, 'torch_s_per_image')} "
             f"| {cell(row, 'torch_exact_spatial_s_per_image')} "
             f"| {cell(row, 'pydensecrf_s_per_image')} "
             f"| {cell(row, 'torch_over_pydensecrf_speed', '{:.2f}')} |")
+    profile = report.get('profile')
+    if profile:
+        sec = profile['seconds']
+        lines += ['', f"Where the time goes ({profile['size']} px, "
+                  f"{profile['classes']} classes, one thread, load average "
+                  f"{profile['load_average_1min']:.1f}), milliseconds: "
+                  + ', '.join(f"{name.replace('_', ' ')} "
+                              f"{1000 * sec[name]:.1f}"
+                              for name in ('features',
+                                           'bilateral_lattice_build',
+                                           'normalisation', 'iterations',
+                                           'whole_call')) + '.']
+    checks = report.get('thread_check')
+    if checks:
+        lines += ['', '| plain torch workload | torch threads | seconds '
+                  '(median) | CPU time / wall time | load averages |',
+                  '|---|---|---|---|---|']
+        for row in checks:
+            loads = ', '.join(f'{v:.1f}' for v in row['load_average_1min'])
+            lines.append(f"| {row['workload']} | {row['torch_threads']} "
+                         f"| {row['seconds']:.3f} "
+                         f"| {row['cpu_over_wall']:.2f} | {loads} |")
     region = report.get('region')
     if region:
         lines += ['', f"{region['size']} px region, {region['classes']} "
@@ -410,7 +531,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     for key in ('agreement', 'agreement_exact_spatial'):
         print(f'{key}:', {k: v for k, v in (report[key] or {}).items()
                           if not k.startswith('per_image')}, flush=True)
+    report['profile'] = phase_profile(args, params)
+    print('profile:', report['profile'], flush=True)
     report['timing'] = timing(args, params, have_pydensecrf)
+    report['thread_check'] = thread_check(args)
     report['cuda_timing'] = cuda_timing(args, params, have_pydensecrf)
     if args.region:
         torch.set_num_threads(max(args.threads))

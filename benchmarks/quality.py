@@ -13,7 +13,9 @@ and one schedule for every method:
   the lpd (or cam) run of the same seed writes pseudo-masks of the
   training patches gated by their own file-name labels, and the
   second-stage SegFormer (same backbone) trained on them predicts every
-  class with no gate at test time.
+  class with no gate at test time;
+- stage2-lpd-bal / stage2-cam-bal: the same on the same masks, with the
+  cross-entropy classes weighted by 1 / sqrt(pixel share in the masks).
 
 Each is trained for several seeds and evaluated on the test split under
 four protocols (honest = gating by the model's own class probabilities,
@@ -49,10 +51,14 @@ from benchmarks.common import (  # noqa: E402
 )
 
 METHODS = ('supervised', 'cam', 'bank', 'lpd-nodiv', 'lpd', 'stage2-lpd',
-           'stage2-cam')
+           'stage2-cam', 'stage2-lpd-bal', 'stage2-cam-bal')
 #: Second-stage methods -> the first-stage method whose pseudo-masks they
 #: are trained on.
-STAGE2_SOURCES = {'stage2-lpd': 'lpd', 'stage2-cam': 'cam'}
+STAGE2_SOURCES = {'stage2-lpd': 'lpd', 'stage2-cam': 'cam',
+                  'stage2-lpd-bal': 'lpd', 'stage2-cam-bal': 'cam'}
+#: Second stages whose cross-entropy weights the classes by the inverse
+#: square root of their pseudo-mask pixel shares (balanced_class_weights).
+BALANCED_STAGE2 = ('stage2-lpd-bal', 'stage2-cam-bal')
 #: Models with a SegformerHead predicting every class (no prototypes).
 SEGFORMER_METHODS = ('supervised', ) + tuple(STAGE2_SOURCES)
 PROTOCOLS = ('honest', 'honest+crf', 'oracle', 'oracle+crf')
@@ -87,6 +93,10 @@ def build_parser():
     parser.add_argument('--iters', type=int, default=600,
                         help='training iterations per run (batch 8)')
     parser.add_argument('--data-seed', type=int, default=0)
+    parser.add_argument('--class-mix', default='bcss',
+                        choices=['bcss', 'multi'],
+                        help='class mix of the generated data (multi: the '
+                        'second data configuration)')
     parser.add_argument('--num-train', type=int, default=600)
     parser.add_argument('--num-val', type=int, default=50)
     parser.add_argument('--num-test', type=int, default=200)
@@ -161,7 +171,8 @@ def pseudo_masks_for(args, method, seed):
     """Train (or reuse) the first-stage run of a second-stage method and
     write (or reuse) its pseudo-masks of the training patches, gated by
     the patches' file-name labels, with the config's post-processing
-    (tissue prior on, no CRF).
+    (tissue prior on, no CRF).  Balanced methods also get class weights
+    from the masks' pixel shares.
 
     Returns:
         tuple: (mask folder, cfg-options pointing the second stage at it,
@@ -179,10 +190,16 @@ def pseudo_masks_for(args, method, seed):
                           data_root=args.data_root, gate='labels',
                           num_workers=0, overwrite=args.retrain,
                           progress=False)
-    option = f'train_dataloader.dataset.data_prefix.seg_map_path={out_dir}'
+    options = [
+        f'train_dataloader.dataset.data_prefix.seg_map_path={out_dir}']
+    if method in BALANCED_STAGE2:
+        from lpd_mmseg.apis.pseudo_mask_io import stage2_class_weight
+        weights = ','.join(f'{w:g}' for w in stage2_class_weight(out_dir))
+        options.append(
+            f'model.decode_head.loss_decode.class_weight=[{weights}]')
     quality = metrics_of(pseudo_mask_confusion(
         out_dir, osp.join(args.data_root, 'training_masks')))
-    return out_dir, [option], quality
+    return out_dir, options, quality
 
 
 def pseudo_mask_confusion(mask_dir, true_dir):
@@ -513,7 +530,7 @@ def main(argv=None):
     manifest = generate_synthetic_bcss(
         args.data_root, seed=args.data_seed, num_train=args.num_train,
         num_val=args.num_val, num_test=args.num_test, size=args.size,
-        with_train_masks=True, progress=False)
+        with_train_masks=True, class_mix=args.class_mix, progress=False)
     variants = [(m, m, ()) for m in args.methods]
     for spec in args.extra:
         name, _, options = spec.partition(':')
@@ -523,6 +540,7 @@ def main(argv=None):
     payload = dict(
         command=command_line(), environment=environment(),
         data=dict(root=args.data_root, seed=args.data_seed,
+                  class_mix=args.class_mix,
                   counts=manifest['counts'], size=args.size),
         iters=args.iters, batch_size=8 if not args.quick else 4,
         seeds=args.seeds, crf=crf_cfg, protocols=dict(

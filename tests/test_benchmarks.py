@@ -15,12 +15,25 @@ def test_quality_quick(tmp_path):
               str(tmp_path / 'work'), '--out', str(out)], timeout=900)
     payload = json.loads(out.read_text())
     assert set(payload['summary']) == {'supervised', 'cam', 'bank',
-                                       'lpd-nodiv', 'lpd'}
+                                       'lpd-nodiv', 'lpd', 'stage2-lpd',
+                                       'stage2-cam', 'stage2-lpd-bal',
+                                       'stage2-cam-bal'}
     for entry in payload['summary'].values():
         for protocol in ('honest', 'honest+crf', 'oracle', 'oracle+crf'):
             assert 0 <= entry[protocol]['mIoU']['mean'] <= 100
     assert 'effective_prototypes' in payload['summary']['lpd']
-    assert osp.isfile(osp.splitext(str(out))[0] + '.md')
+    # the second stages trained on their own first stage's pseudo-masks
+    for method, source in (('stage2-lpd', 'lpd'), ('stage2-cam', 'cam')):
+        run, = [r for r in payload['runs'] if r['method'] == method]
+        assert run['pseudo_masks']['dir'].endswith(f'pseudo_{source}_seed0')
+        assert 0 <= run['pseudo_masks']['metrics']['mIoU'] <= 100
+        assert 'pseudo_masks' in payload['summary'][method]
+    run, = [r for r in payload['runs'] if r['method'] == 'stage2-lpd-bal']
+    assert any('loss_decode.class_weight=[' in o
+               for o in run['extra_options'])
+    table = open(osp.splitext(str(out))[0] + '.md').read()
+    assert '| stage2-lpd | argmax of all 5 classes, no gate | no |' in table
+    assert '| lpd | oracle gate + tissue prior (reference) | yes |' in table
 
 
 def test_speed_quick(tmp_path):
@@ -50,6 +63,9 @@ def test_crf_agreement_quick(tmp_path):
               '--out', str(out)], timeout=600)
     payload = json.loads(out.read_text())
     assert payload['timing'][0]['torch_s_per_image'] > 0
+    assert payload['timing'][0]['load_average_1min'] >= 0
+    assert {row['workload'] for row in payload['thread_check']} == {
+        'elementwise_500_ops', 'matmul_10_ops'}
     assert payload['region']['within_default_guard']
     assert payload['region']['estimate_gib'] <= \
         payload['region']['worst_case_estimate_gib']

@@ -150,3 +150,32 @@ def test_tools_on_the_trained_checkpoint(tiny_data, tiny_trained, tmp_path):
                            osp.join(tiny_data, 'test', 'mask')])
     assert (tmp_path / 'vis' / 'prototype_coverage.json').is_file()
     assert len(glob.glob(str(tmp_path / 'vis' / '*_prototypes.png'))) == 2
+
+
+def test_demo_two_stage_end_to_end(tmp_path):
+    """`tools/demo.py --two-stage` at the smallest size: every step runs,
+    the pseudo-masks cover every training patch, the second stage is tested
+    (with overlays) from a folder its training masks are not in."""
+    import json
+    data = tmp_path / 'data'
+    out = run_tool(['tools/demo.py', '--two-stage', '--work-dir',
+                    str(tmp_path / 'demo'), '--data-root', str(data),
+                    '--num-train', '12', '--num-val', '2', '--num-test', '2',
+                    '--size', '64', '--iters', '2', '--stage2-iters', '2'])
+    assert '[7/7 evaluate the second stage' in out.stdout
+    assert 'two-stage route' in out.stdout
+    run_dir, = glob.glob(str(tmp_path / 'demo' / 'run_*'))
+    summary = json.load(open(osp.join(run_dir, 'demo_summary.json')))
+    assert 0 <= summary['stage2']['metrics']['mIoU'] <= 100
+    assert 'IoU.BACK' in summary['stage2']['metrics']
+    masks = sorted(n for n in os.listdir(osp.join(run_dir, 'pseudo_masks'))
+                   if n.endswith('.png'))
+    assert masks == sorted(os.listdir(data / 'training'))
+    # the data root holds no pseudo-masks: they stay in the run folder
+    assert not (data / 'pseudo_masks').exists()
+    overlays = glob.glob(osp.join(run_dir, 'test_stage2', 'overlays', '**',
+                                  '*.png'), recursive=True)
+    assert len(overlays) == 2
+    # the second stage was trained with the balanced class weights
+    log = open(osp.join(run_dir, 'logs', '6_stage2_train.log')).read()
+    assert 'model.decode_head.loss_decode.class_weight=[' in log

@@ -3,6 +3,12 @@
 
     python tools/demo.py                      # defaults, a few minutes
     python tools/demo.py --iters 200 --num-train 200
+    python tools/demo.py --two-stage          # + the second stage
+
+``--two-stage`` (``make two-stage``) adds the honest-by-construction route:
+pseudo-masks of the training patches gated by their own file-name labels,
+a plain SegFormer trained on them, and its test-split numbers, which need
+no class gate and read no test mask.
 
 Every step runs the command a user would type (shown before it runs), so
 the demo doubles as a walkthrough.  The console gets one header per step,
@@ -24,6 +30,8 @@ from typing import List, Optional
 # This script lives in the repository's tools/ and runs the sibling tools.
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CONFIG = 'configs/lpd/lpd_mit-tiny_1xb8-600_synthetic-bcss-128x128.py'
+STAGE2_CONFIG = ('configs/second_stage/'
+                 'segformer_mit-tiny_1xb8-600_synthetic-bcss-pseudo-128x128.py')
 #: ``progress <what>: <done>/<total> (<percent>%)...`` (ProgressLoggerHook,
 #: lpd_mmseg.engine.progress).
 PROGRESS_LINE = re.compile(r'progress (\w+): \d+/\d+ \((\d+)%\).*')
@@ -50,6 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--size', type=int, default=128)
     parser.add_argument('--iters', type=int, default=None,
                         help="training iterations (default: the config's)")
+    parser.add_argument('--two-stage', action='store_true',
+                        help='also write pseudo-masks of the training '
+                        'patches (gated by their file-name labels), train '
+                        'the second-stage SegFormer on them and evaluate it '
+                        '(no gate, no test mask read)')
+    parser.add_argument('--stage2-config', default=STAGE2_CONFIG)
+    parser.add_argument('--stage2-iters', type=int, default=None,
+                        help="second-stage iterations (default: the "
+                        "config's)")
+    parser.add_argument('--stage2-unweighted', action='store_true',
+                        help='train the second stage with a plain '
+                        'cross-entropy (default: classes weighted by the '
+                        'inverse square root of their pseudo-mask pixel '
+                        'share, so that rare classes are still predicted)')
     parser.add_argument('--every', type=int, default=25,
                         help='show progress every this many percent '
                         '(the step logs hold every line)')
@@ -154,8 +176,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
                  for split in ('train', 'val', 'test')]
     print(f'Demo run folder: {run_dir} (step logs in {log_dir})')
 
+    steps = 7 if args.two_stage else 4
+
     def step(number: int, name: str, title: str, tool_args: List[str]):
-        run_step(f'{number}/4 {title}', tool_args,
+        run_step(f'{number}/{steps} {title}', tool_args,
                  osp.join(log_dir, f'{number}_{name}.log'), args.every)
 
     step(1, 'data', 'generate the data set (BCSS-WSSS layout)', [
@@ -164,16 +188,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
         str(args.num_val), '--num-test', str(args.num_test), '--size',
         str(args.size)
     ])
-    train_opts = list(data_opts) + [f'randomness.seed={args.seed}']
-    if args.iters is not None:
-        train_opts += [f'train_cfg.max_iters={args.iters}',
-                       f'param_scheduler.1.end={args.iters}']
     step(2, 'train', 'train LPD (image-level labels only)', [
         'tools/train.py', args.config, '--work-dir', train_dir,
-        '--cfg-options'] + train_opts)
-    best = sorted(glob.glob(osp.join(train_dir, 'best_mIoU_iter_*.pth')))
-    checkpoint = best[-1] if best else _latest(
-        osp.join(train_dir, 'iter_*.pth'))
+        '--cfg-options'] + data_opts + _schedule_opts(args.seed, args.iters))
+    checkpoint = _checkpoint_of(train_dir)
 
     honest_dir = osp.join(run_dir, 'test_honest')
     step(3, 'test_honest', 'evaluate on the test split, honest protocol '
@@ -188,19 +206,33 @@ def main(argv: Optional[List[str]] = None) -> dict:
              'oracle', '--crf', 'torch', '--work-dir', paper_dir,
              '--cfg-options'] + data_opts)
 
+    outputs = []
+    stage2 = None
+    if args.two_stage:
+        stage2, outputs = _second_stage(args, step, run_dir, checkpoint,
+                                        data_opts)
+
     honest = _latest_metrics(honest_dir)
     paper = _latest_metrics(paper_dir)
     summary_path = osp.join(run_dir, 'demo_summary.json')
     minutes = (time.time() - start) / 60
+    result = dict(checkpoint=checkpoint, honest=honest, paper=paper,
+                  run_dir=run_dir, minutes=minutes)
+    if stage2 is not None:
+        result['stage2'] = stage2
     with open(summary_path, 'w') as f:
-        json.dump(dict(checkpoint=checkpoint, honest=honest, paper=paper,
-                       run_dir=run_dir, minutes=minutes), f, indent=2)
+        json.dump(result, f, indent=2)
     print('\n' + format_table(
         'Test split, honest protocol (predicted-label gating, no CRF, '
         "background 'count'):", honest))
     print('\n' + format_table(
         'Test split, paper protocol (TTA + oracle gating + CRF, background '
         "'count'):", paper))
+    if stage2 is not None:
+        print('\n' + format_table(
+            'Test split, two-stage route (SegFormer on label-gated '
+            "pseudo-masks, no gate, no CRF, background 'count'):",
+            stage2['metrics']))
     config_name = osp.basename(args.config)
     outputs = [
         ('run folder', run_dir),
@@ -213,13 +245,72 @@ def main(argv: Optional[List[str]] = None) -> dict:
         ('overlays', osp.join(honest_dir, 'overlays')),
         ('masks', osp.join(honest_dir, 'masks')),
         ('data set', args.data_root),
-        ('summary', summary_path),
-    ]
+    ] + outputs + [('summary', summary_path)]
     print(f'\nDemo finished in {minutes:.1f} min.')
     for name, path in outputs:
-        print(f'  {name:<15}: {path}')
-    return dict(checkpoint=checkpoint, honest=honest, paper=paper,
-                run_dir=run_dir, minutes=minutes)
+        print(f'  {name:<16}: {path}')
+    return result
+
+
+def _schedule_opts(seed: int, iters: Optional[int]) -> List[str]:
+    """Seed and, for another length than the config's, the iterations
+    with a warm-up of at most 50 iterations (a tenth of a short run)."""
+    opts = [f'randomness.seed={seed}']
+    if iters is not None:
+        warm = max(1, min(50, iters // 10))
+        opts += [f'train_cfg.max_iters={iters}',
+                 f'param_scheduler.0.end={warm}',
+                 f'param_scheduler.1.begin={warm}',
+                 f'param_scheduler.1.end={iters}']
+    return opts
+
+
+def _checkpoint_of(train_dir: str) -> str:
+    """The best-by-val checkpoint of a run, else its latest one."""
+    best = sorted(glob.glob(osp.join(train_dir, 'best_mIoU_iter_*.pth')))
+    return best[-1] if best else _latest(osp.join(train_dir, 'iter_*.pth'))
+
+
+def _second_stage(args, step, run_dir: str, checkpoint: str,
+                  data_opts: List[str]):
+    """Steps 5-7: label-gated pseudo-masks, second-stage training, test.
+
+    Returns:
+        tuple: (dict with the stage-2 checkpoint and test metrics, list of
+        (name, path) outputs).
+    """
+    masks = osp.abspath(osp.join(run_dir, 'pseudo_masks'))
+    step(5, 'pseudo_masks', 'pseudo-masks of the training patches, gated '
+         'by their file-name labels', [
+             'tools/make_pseudo_masks.py', args.config, checkpoint, '--out',
+             masks, '--data-root', args.data_root, '--gate', 'labels'])
+    train_dir = osp.join(run_dir, 'stage2_train')
+    stage2_opts = [
+        f'train_dataloader.dataset.data_prefix.seg_map_path={masks}']
+    if not args.stage2_unweighted:
+        if REPO not in sys.path:
+            sys.path.insert(0, REPO)
+        from lpd_mmseg.apis.pseudo_mask_io import stage2_class_weight
+        weights = ','.join(f'{w:g}' for w in stage2_class_weight(masks))
+        stage2_opts.append(
+            f'model.decode_head.loss_decode.class_weight=[{weights}]')
+    step(6, 'stage2_train', 'train the second stage (SegFormer on the '
+         'pseudo-masks, classes weighted by 1/sqrt(pixel share))', [
+             'tools/train.py', args.stage2_config, '--work-dir', train_dir,
+             '--cfg-options'] + data_opts + stage2_opts +
+         _schedule_opts(args.seed, args.stage2_iters))
+    stage2_ckpt = _checkpoint_of(train_dir)
+    test_dir = osp.join(run_dir, 'test_stage2')
+    step(7, 'test_stage2', 'evaluate the second stage on the test split '
+         '(no gate, no test mask read)', [
+             'tools/test.py', args.stage2_config, stage2_ckpt, '--work-dir',
+             test_dir, '--show-dir', 'overlays', '--out',
+             osp.join(test_dir, 'masks'), '--cfg-options'] + data_opts)
+    outputs = [('pseudo-masks', masks), ('stage-2 ckpt', stage2_ckpt),
+               ('stage-2 metrics', _latest(osp.join(test_dir, '*', '*.json'))),
+               ('stage-2 overlays', osp.join(test_dir, 'overlays'))]
+    return dict(checkpoint=stage2_ckpt,
+                metrics=_latest_metrics(test_dir)), outputs
 
 
 if __name__ == '__main__':

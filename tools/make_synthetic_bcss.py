@@ -48,6 +48,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         'patches) for a fully supervised upper bound; not part of the real '
         'layout')
     parser.add_argument(
+        '--class-mix', default='bcss', choices=['bcss', 'multi'],
+        help="which classes patches hold: 'bcss' (shares like BCSS-WSSS) "
+        "or 'multi' (more multi-class patches, more lymphocytes and "
+        'necrosis: a second data configuration for robustness checks)')
+    parser.add_argument(
         '--overwrite', action='store_true',
         help='regenerate even if DIR is not empty; removes only training/, '
         'training_masks/, val/, test/ and the manifest of an earlier '
@@ -77,6 +82,7 @@ def main(argv=None) -> int:
             num_test=args.num_test,
             size=args.size,
             with_train_masks=args.with_train_masks,
+            class_mix=args.class_mix,
             overwrite=args.overwrite,
             workers=args.workers,
             progress=not args.no_progress)

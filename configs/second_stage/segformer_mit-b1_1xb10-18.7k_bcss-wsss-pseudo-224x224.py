@@ -11,6 +11,10 @@
 # 3. Train this config:
 #      python tools/train.py configs/second_stage/\
 #          segformer_mit-b1_1xb10-18.7k_bcss-wsss-pseudo-224x224.py
+#    adding the class weights make_pseudo_masks.py prints
+#      --cfg-options model.decode_head.loss_decode.class_weight=[...]
+#    (1/sqrt of each class's pseudo-mask pixel share; a plain loss can
+#    stop predicting a rare, under-labelled class such as necrosis),
 #    and test it like any model (tools/test.py CONFIG CKPT).  There is no
 #    class gating here: the network predicts all 5 classes directly, so the
 #    numbers correspond to the "predicted" (honest) gating protocol.

@@ -10,7 +10,10 @@
 #       configs/lpd/lpd_mit-tiny_1xb8-600_synthetic-bcss-128x128.py LPD_CKPT \
 #       --out data/synthetic-bcss-demo/pseudo_masks      # gated by labels
 #   python tools/train.py configs/second_stage/\
-#       segformer_mit-tiny_1xb8-600_synthetic-bcss-pseudo-128x128.py
+#       segformer_mit-tiny_1xb8-600_synthetic-bcss-pseudo-128x128.py \
+#       --cfg-options model.decode_head.loss_decode.class_weight=[...]
+#   (the balanced weights make_pseudo_masks.py prints; without them the
+#   second stage can stop predicting a rare class such as necrosis)
 #   python tools/test.py configs/second_stage/\
 #       segformer_mit-tiny_1xb8-600_synthetic-bcss-pseudo-128x128.py CKPT
 #

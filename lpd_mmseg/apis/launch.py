@@ -151,6 +151,13 @@ def load_test_config(args) -> Config:
         raise FileNotFoundError(f'checkpoint {args.checkpoint}: no such '
                                 'file')
     cfg.load_from = args.checkpoint
+    # Testing never reads the training split.  mmengine builds the train
+    # loop (and scans its data set) lazily whenever a hook asks for
+    # runner.iter, as SegVisualizationHook does; that fails where the
+    # training masks live elsewhere (second-stage pseudo-masks).
+    for key in ('train_dataloader', 'train_cfg', 'optim_wrapper',
+                'param_scheduler'):
+        cfg[key] = None
     if args.gate:
         _set_test_option(cfg, 'gate', args.gate)
     if args.crf:

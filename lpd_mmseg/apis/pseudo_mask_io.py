@@ -113,3 +113,57 @@ def foreign_pngs(out_dir: str, mask_paths: Sequence[str]) -> List[str]:
     with os.scandir(out_dir) as entries:
         return sorted(e.name for e in entries
                       if e.name.endswith(MASK_SUFFIX) and e.name not in ours)
+
+
+# ------------------------------------------------------ training stage 2
+def balanced_class_weights(shares: Sequence[float]) -> List[float]:
+    """Cross-entropy class weights for a second stage trained on
+    pseudo-masks: the inverse square root of each class's pixel share,
+    scaled to a mean of 1 over the classes present.
+
+    Pseudo-masks under-label the rare classes (e.g. necrosis), and an
+    unweighted second stage can then stop predicting them at all.  A class
+    with no pixels gets weight 1 (it contributes no loss anyway).
+
+    Args:
+        shares: (C,) pixel shares of the classes in the pseudo-masks, each
+            >= 0, summing to > 0 (e.g. ``pixel_shares`` of the meta file).
+
+    Returns:
+        list[float]: (C,) weights, rounded to 4 decimals.
+
+    Example:
+        shares (0.64, 0.16, 0.04, 0.16) -> 1 / sqrt = (1.25, 2.5, 5, 2.5),
+        mean 2.8125 -> (0.4444, 0.8889, 1.7778, 0.8889).
+    """
+    values = [float(s) for s in shares]
+    if not values or any(v < 0 or v != v for v in values) or \
+            sum(values) <= 0:
+        raise ValueError(f'pixel shares must be >= 0 with a positive sum, '
+                         f'got {list(shares)!r}')
+    raw = [v**-0.5 if v > 0 else None for v in values]
+    present = [r for r in raw if r is not None]
+    mean = sum(present) / len(present)
+    return [round(r / mean, 4) if r is not None else 1.0 for r in raw]
+
+
+def stage2_class_weight(mask_dir: str) -> List[float]:
+    """:func:`balanced_class_weights` of the pseudo-masks in ``mask_dir``,
+    from the ``pixel_shares`` of its meta file, in the meta's class order.
+
+    Raises:
+        FileNotFoundError: the folder has no meta file.
+        KeyError: the meta file has no ``pixel_shares``/``classes``.
+    """
+    import json
+    path = osp.join(mask_dir, META_FILE)
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{path}: no pseudo-mask meta file; write '
+                                'the masks with tools/make_pseudo_masks.py')
+    with open(path) as f:
+        meta = json.load(f)
+    for key in ('classes', 'pixel_shares'):
+        if key not in meta:
+            raise KeyError(f'{path}: no {key!r} entry')
+    return balanced_class_weights(
+        [meta['pixel_shares'][name] for name in meta['classes']])

@@ -33,6 +33,7 @@ from ..datasets.palette import save_palette_mask
 from ..models.gating import check_gate_source
 from .pseudo_mask_io import (
     META_FILE,
+    balanced_class_weights,
     build_pseudo_mask_dataset,
     check_output_folder,
     foreign_pngs,
@@ -347,6 +348,11 @@ def format_pseudo_mask_summary(summary: dict) -> str:
         share = 100 * summary['pixel_shares'][name]
         lines.append(f'  {name:<10} {share:>9.2f} %   '
                      f"{summary['images_with_class'][name]:>8d}")
+    weights = balanced_class_weights(
+        [summary['pixel_shares'][n] for n in summary['classes']])
+    lines.append('  balanced second stage (rare classes weighted up): '
+                 '--cfg-options model.decode_head.loss_decode.class_weight='
+                 f"[{','.join(f'{w:g}' for w in weights)}]")
     if summary.get('other_png_files'):
         lines.append(
             f"  note: the folder also holds {summary['other_png_files']} "

@@ -286,3 +286,40 @@ def test_second_stage_config_trains_one_step(
     scalars = runner.message_hub.log_scalars
     assert np.isfinite(scalars['train/loss'].current())
     assert 'val/mIoU' in scalars
+
+
+# ------------------------------------------------- second-stage weights
+def test_balanced_class_weights_hand_computed():
+    from lpd_mmseg.apis.pseudo_mask_io import balanced_class_weights
+
+    # 1 / sqrt -> (1.25, 2.5, 5, 2.5), mean 2.8125
+    assert balanced_class_weights([0.64, 0.16, 0.04, 0.16]) == [
+        0.4444, 0.8889, 1.7778, 0.8889]
+    # an absent class gets 1 and stays out of the mean: (1.25, 5) / 3.125
+    assert balanced_class_weights([0.64, 0.0, 0.04]) == [0.4, 1.0, 1.6]
+    assert balanced_class_weights([0.3, 0.3]) == [1.0, 1.0]
+
+
+@pytest.mark.parametrize('shares', [[], [0.0, 0.0], [0.5, -0.1],
+                                    [float('nan'), 1.0]])
+def test_balanced_class_weights_bad_shares(shares):
+    from lpd_mmseg.apis.pseudo_mask_io import balanced_class_weights
+    with pytest.raises(ValueError, match='pixel shares must be >= 0'):
+        balanced_class_weights(shares)
+
+
+def test_stage2_class_weight_reads_the_meta_file(tmp_path):
+    import json
+
+    from lpd_mmseg.apis.pseudo_mask_io import META_FILE, stage2_class_weight
+    with pytest.raises(FileNotFoundError, match='no pseudo-mask meta file'):
+        stage2_class_weight(str(tmp_path))
+    meta = dict(classes=['A', 'B', 'C', 'D'],
+                pixel_shares=dict(B=0.16, A=0.64, D=0.16, C=0.04))
+    (tmp_path / META_FILE).write_text(json.dumps(meta))
+    # in the meta's class order, not the dict's
+    assert stage2_class_weight(str(tmp_path)) == [0.4444, 0.8889, 1.7778,
+                                                  0.8889]
+    (tmp_path / META_FILE).write_text(json.dumps(dict(classes=['A'])))
+    with pytest.raises(KeyError, match='pixel_shares'):
+        stage2_class_weight(str(tmp_path))

@@ -63,6 +63,7 @@ from .naming import (
 from .params import (
                        BACKGROUND,
                        BACKGROUND_PROBABILITY,
+                       CLASS_MIXES,
                        CLASS_NAMES,
                        COMPOSITIONS,
                        FORCED_SINGLE_PERIOD,
@@ -89,7 +90,8 @@ __all__ = [
     'StainStyle', 'smooth_field', 'fine_noise', 'slide_style', 'plan_split',
     'label_string', 'composition_for_index', 'min_class_pixels',
     'CLASS_NAMES', 'PALETTE', 'TISSUE_CLASSES', 'BACKGROUND', 'MORPHOLOGIES',
-    'COMPOSITIONS', 'BACKGROUND_PROBABILITY', 'MAX_BACKGROUND_FRACTION',
+    'COMPOSITIONS', 'CLASS_MIXES', 'BACKGROUND_PROBABILITY',
+    'MAX_BACKGROUND_FRACTION',
     'FORCED_SINGLE_PERIOD', 'MIN_CLASS_FRACTION', 'MIN_SIZE', 'MAX_SIZE',
     'GENERATOR_VERSION', 'MANIFEST_NAME', 'SPLITS', 'OWNED_ENTRIES'
 ]

@@ -18,6 +18,7 @@ from .params import (
     GENERATOR_VERSION,
     MANIFEST_NAME,
     SPLITS,
+    check_class_mix,
     check_int,
     check_size,
 )
@@ -29,8 +30,12 @@ def make_params(seed: int = 0,
                 num_val: int = 40,
                 num_test: int = 40,
                 size: int = 224,
-                with_train_masks: bool = False) -> dict:
+                with_train_masks: bool = False,
+                class_mix: str = 'bcss') -> dict:
     """Validated generation parameters (what the manifest records).
+
+    ``class_mix`` is recorded only when it is not the default ``'bcss'``,
+    so that data sets written before it existed are still recognised.
 
     Raises:
         ValueError: a count is negative or all are zero, ``size`` is outside
@@ -43,6 +48,8 @@ def make_params(seed: int = 0,
                   num_test=check_int('num_test', num_test, 0),
                   size=check_size(size),
                   with_train_masks=bool(with_train_masks))
+    if check_class_mix(class_mix) != 'bcss':
+        params['class_mix'] = class_mix
     if params['num_train'] + params['num_val'] + params['num_test'] == 0:
         raise ValueError('num_train, num_val and num_test are all 0; '
                          'nothing to generate')
@@ -56,6 +63,7 @@ def generate_synthetic_bcss(out_dir: str,
                             num_test: int = 40,
                             size: int = 224,
                             with_train_masks: bool = False,
+                            class_mix: str = 'bcss',
                             overwrite: bool = False,
                             workers: int = 1,
                             progress: bool = True) -> dict:
@@ -85,6 +93,10 @@ def generate_synthetic_bcss(out_dir: str,
         size (int): patch side in pixels, 32..2048.
         with_train_masks (bool): also write ``training_masks/`` (for a fully
             supervised upper bound; not part of the real layout).
+        class_mix (str): which classes patches hold: ``'bcss'`` (default,
+            BCSS-WSSS-like shares) or ``'multi'`` (more multi-class
+            patches, more lymphocytes and necrosis); see
+            :data:`CLASS_MIXES`.
         overwrite (bool): regenerate even when ``out_dir`` is not empty.
         workers (int): processes; results do not depend on it.
         progress (bool): show a progress bar.
@@ -98,7 +110,7 @@ def generate_synthetic_bcss(out_dir: str,
         FileExistsError: ``out_dir`` cannot be used without ``overwrite``.
     """
     params = make_params(seed, num_train, num_val, num_test, size,
-                         with_train_masks)
+                         with_train_masks, class_mix)
     workers = check_int('workers', workers, 1)
     if not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir):
         raise ValueError(f'out_dir must be a folder path, got {out_dir!r}')
@@ -117,7 +129,8 @@ def generate_synthetic_bcss(out_dir: str,
                 plan_split(params['seed'], split, count)):
             jobs.append(
                 RenderJob(params['seed'], split, index, slide, stem,
-                          params['size'], out_dir, with_mask))
+                          params['size'], out_dir, with_mask,
+                          params.get('class_mix', 'bcss')))
     results = run_jobs(jobs, workers, progress)
     manifest = build_manifest(params, results)
     write_json_atomic(manifest, osp.join(out_dir, MANIFEST_NAME))

@@ -18,20 +18,23 @@ _LAYOUT_ATTEMPTS = 8
 # ------------------------------------------------------ composition, layout
 def sample_composition(
         rng: np.random.Generator,
-        background_probability: float = BACKGROUND_PROBABILITY
-) -> Tuple[int, ...]:
-    """Draw the classes of one patch from :data:`COMPOSITIONS`.
+        background_probability: float = BACKGROUND_PROBABILITY,
+        compositions: Sequence = COMPOSITIONS) -> Tuple[int, ...]:
+    """Draw the classes of one patch from ``compositions``.
 
     Args:
         rng (np.random.Generator): source of randomness.
         background_probability (float): chance of adding background (4).
+        compositions (sequence): ``(classes, probability)`` pairs, e.g.
+            :data:`COMPOSITIONS` (default) or a value of
+            :data:`CLASS_MIXES`.
 
     Returns:
         tuple[int]: sorted class indices, at least one of them tissue.
     """
-    probs = np.array([p for _, p in COMPOSITIONS])
-    choice = rng.choice(len(COMPOSITIONS), p=probs / probs.sum())
-    classes = COMPOSITIONS[choice][0]
+    probs = np.array([p for _, p in compositions])
+    choice = rng.choice(len(compositions), p=probs / probs.sum())
+    classes = compositions[choice][0]
     if rng.random() < background_probability:
         classes = classes + (BACKGROUND, )
     return classes

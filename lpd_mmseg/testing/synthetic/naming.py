@@ -8,6 +8,7 @@ from .layout import sample_composition
 from .params import (
     BACKGROUND,
     BACKGROUND_PROBABILITY,
+    CLASS_MIXES,
     FORCED_SINGLE_PERIOD,
     PATCHES_PER_ROI,
     ROIS_PER_SLIDE,
@@ -99,12 +100,14 @@ def label_string(mask: np.ndarray) -> str:
 
 
 def composition_for_index(rng: np.random.Generator,
-                          index: int) -> Tuple[int, ...]:
+                          index: int,
+                          class_mix: str = 'bcss') -> Tuple[int, ...]:
     """Classes of sample ``index``: forced single class or a random draw.
 
     Args:
         rng (np.random.Generator): the sample's generator.
         index (int): sample index within its split.
+        class_mix (str): key of :data:`CLASS_MIXES` for the random draw.
 
     Returns:
         tuple[int]: class indices to place.
@@ -113,4 +116,4 @@ def composition_for_index(rng: np.random.Generator,
     if slot < len(TISSUE_CLASSES):
         extra = (BACKGROUND, ) if rng.random() < BACKGROUND_PROBABILITY else ()
         return (TISSUE_CLASSES[slot], ) + extra
-    return sample_composition(rng)
+    return sample_composition(rng, compositions=CLASS_MIXES[class_mix])

@@ -44,6 +44,28 @@ COMPOSITIONS = (
     ((1, 2, 3), 0.01),
     ((0, 1, 2, 3), 0.02),
 )
+#: A second class mix, for checking that a result holds on more than one
+#: data configuration: fewer single-class patches, more multi-class ones,
+#: and a larger share of lymphocytes and necrosis.
+MULTI_COMPOSITIONS = (
+    ((0, ), 0.05),
+    ((1, ), 0.05),
+    ((2, ), 0.05),
+    ((3, ), 0.05),
+    ((0, 1), 0.10),
+    ((1, 2), 0.08),
+    ((0, 2), 0.06),
+    ((0, 3), 0.08),
+    ((1, 3), 0.06),
+    ((2, 3), 0.04),
+    ((0, 1, 2), 0.12),
+    ((0, 1, 3), 0.08),
+    ((0, 2, 3), 0.05),
+    ((1, 2, 3), 0.05),
+    ((0, 1, 2, 3), 0.08),
+)
+#: Named class mixes: name -> compositions ('bcss' is the default).
+CLASS_MIXES = {'bcss': COMPOSITIONS, 'multi': MULTI_COMPOSITIONS}
 #: Chance that a patch also holds a white background region.
 BACKGROUND_PROBABILITY = 0.3
 #: Background never covers much more than this share of a patch.
@@ -116,3 +138,11 @@ def min_class_pixels(size: int) -> int:
 
 def pixel_scale(size: int) -> float:
     return math.sqrt(size / REFERENCE_SIZE)
+
+
+def check_class_mix(name) -> str:
+    """A known class-mix name (a key of :data:`CLASS_MIXES`)."""
+    if name not in CLASS_MIXES:
+        raise ValueError(f'class_mix must be one of '
+                         f'{", ".join(sorted(CLASS_MIXES))}, got {name!r}')
+    return name

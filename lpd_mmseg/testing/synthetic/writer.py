@@ -35,6 +35,7 @@ class RenderJob(NamedTuple):
     size: int
     out_dir: str
     with_mask: bool
+    class_mix: str = 'bcss'
 
 
 class RenderResult(NamedTuple):
@@ -57,8 +58,8 @@ def _render_job(job: RenderJob) -> RenderResult:
     """Render one sample and write its files (runs in a worker)."""
     rng = sample_rng(job.seed, job.split, job.index)
     style = slide_style(job.seed, job.split, job.slide)
-    sample = render_sample(rng, job.size,
-                           composition_for_index(rng, job.index), style)
+    classes = composition_for_index(rng, job.index, job.class_mix)
+    sample = render_sample(rng, job.size, classes, style)
     label = label_string(sample.mask)
     if job.split == 'train':
         file_name = f'{job.stem}[{label}].png'
