@@ -193,10 +193,11 @@ def pseudo_masks_for(args, method, seed):
     options = [
         f'train_dataloader.dataset.data_prefix.seg_map_path={out_dir}']
     if method in BALANCED_STAGE2:
-        from lpd_mmseg.apis.pseudo_mask_io import stage2_class_weight
-        weights = ','.join(f'{w:g}' for w in stage2_class_weight(out_dir))
-        options.append(
-            f'model.decode_head.loss_decode.class_weight=[{weights}]')
+        from lpd_mmseg.apis.pseudo_mask_io import (
+            class_weight_option,
+            stage2_class_weight,
+        )
+        options.append(class_weight_option(stage2_class_weight(out_dir)))
     quality = metrics_of(pseudo_mask_confusion(
         out_dir, osp.join(args.data_root, 'training_masks')))
     return out_dir, options, quality

@@ -290,10 +290,11 @@ def _second_stage(args, step, run_dir: str, checkpoint: str,
     if not args.stage2_unweighted:
         if REPO not in sys.path:
             sys.path.insert(0, REPO)
-        from lpd_mmseg.apis.pseudo_mask_io import stage2_class_weight
-        weights = ','.join(f'{w:g}' for w in stage2_class_weight(masks))
-        stage2_opts.append(
-            f'model.decode_head.loss_decode.class_weight=[{weights}]')
+        from lpd_mmseg.apis.pseudo_mask_io import (
+            class_weight_option,
+            stage2_class_weight,
+        )
+        stage2_opts.append(class_weight_option(stage2_class_weight(masks)))
     step(6, 'stage2_train', 'train the second stage (SegFormer on the '
          'pseudo-masks, classes weighted by 1/sqrt(pixel share))', [
              'tools/train.py', args.stage2_config, '--work-dir', train_dir,

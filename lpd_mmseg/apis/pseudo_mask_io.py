@@ -147,6 +147,14 @@ def balanced_class_weights(shares: Sequence[float]) -> List[float]:
     return [round(r / mean, 4) if r is not None else 1.0 for r in raw]
 
 
+def class_weight_option(weights: Sequence[float]) -> str:
+    """The ``--cfg-options`` entry that sets a second stage's
+    cross-entropy class weights, e.g.
+    ``model.decode_head.loss_decode.class_weight=[0.5,1.5]``."""
+    values = ','.join(f'{w:g}' for w in weights)
+    return f'model.decode_head.loss_decode.class_weight=[{values}]'
+
+
 def stage2_class_weight(mask_dir: str) -> List[float]:
     """:func:`balanced_class_weights` of the pseudo-masks in ``mask_dir``,
     from the ``pixel_shares`` of its meta file, in the meta's class order.

@@ -36,6 +36,7 @@ from .pseudo_mask_io import (
     balanced_class_weights,
     build_pseudo_mask_dataset,
     check_output_folder,
+    class_weight_option,
     foreign_pngs,
     mask_name_for,
     planned_outputs,
@@ -351,8 +352,7 @@ def format_pseudo_mask_summary(summary: dict) -> str:
     weights = balanced_class_weights(
         [summary['pixel_shares'][n] for n in summary['classes']])
     lines.append('  balanced second stage (rare classes weighted up): '
-                 '--cfg-options model.decode_head.loss_decode.class_weight='
-                 f"[{','.join(f'{w:g}' for w in weights)}]")
+                 f'--cfg-options {class_weight_option(weights)}')
     if summary.get('other_png_files'):
         lines.append(
             f"  note: the folder also holds {summary['other_png_files']} "
