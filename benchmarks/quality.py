@@ -134,11 +134,8 @@ def quick_settings(args):
 def train_options(args, method, seed):
     opts = [f'{s}_dataloader.dataset.data_root={args.data_root}'
             for s in ('train', 'val', 'test')]
-    warm = max(1, min(50, args.iters // 10))
-    opts += [f'randomness.seed={seed}', f'train_cfg.max_iters={args.iters}',
-             f'param_scheduler.0.end={warm}',
-             f'param_scheduler.1.begin={warm}',
-             f'param_scheduler.1.end={args.iters}']
+    from lpd_mmseg.apis.schedule import schedule_options
+    opts += [f'randomness.seed={seed}'] + schedule_options(args.iters)
     if method not in SEGFORMER_METHODS:
         opts.append(f'model.decode_head.warmup_iters={args.iters // 3}')
     if args.quick:
@@ -254,6 +251,14 @@ def train(args, name, method, seed, extra_opts=()):
 
 
 # ---------------------------------------------------------- evaluation
+def add_confusion(confs, row, pred, gt):
+    """Add the ``(5, 5)`` confusion of ``pred`` against ``gt`` (both
+    ``(H, W)``, values 0..3 tissue, 4 background) to ``confs[row]``."""
+    from lpd_mmseg.evaluation import confusion_matrix
+    confs.setdefault(row, np.zeros((5, 5), np.int64))
+    confs[row] += confusion_matrix(pred, gt, 5)
+
+
 @torch.no_grad()
 def evaluate(config, checkpoint, args, crf_cfg):
     """Confusion matrices of every row and prototype coverage.
@@ -268,7 +273,6 @@ def evaluate(config, checkpoint, args, crf_cfg):
     from torch.utils.data import DataLoader
 
     from lpd_mmseg.apis import init_segmentor
-    from lpd_mmseg.evaluation import confusion_matrix
     from lpd_mmseg.evaluation.prototype_coverage import prototype_coverage
     from lpd_mmseg.models.crf import build_crf
     from lpd_mmseg.models.gating import gated_argmax, present_classes
@@ -299,8 +303,7 @@ def evaluate(config, checkpoint, args, crf_cfg):
                           for name, gate in CRF_ROWS.items()})
 
     def add(name, mask, gt):
-        confs.setdefault(name, np.zeros((5, 5), np.int64))
-        confs[name] += confusion_matrix(mask, gt, 5)
+        add_confusion(confs, name, mask, gt)
 
     for batch in loader:
         data = model.data_preprocessor(batch, False)

@@ -276,6 +276,63 @@ def enable_cpu_distributed() -> bool:
     return True
 
 
+def fix_weighted_cross_entropy() -> bool:
+    """Let mmseg's cross-entropy take class weights and ignored pixels
+    together; returns True when (now) patched.
+
+    mmseg 1.x computes the mean's divisor as ``class_weight[label]`` over
+    every pixel, so a label holding ``ignore_index`` (255: padding, or
+    pseudo-mask pixels left unlabelled) with ``class_weight`` set raises
+    ``IndexError``.  The patched function passes that divisor itself: the
+    class weights of the labelled pixels, plus 1 per ignored pixel when
+    ``avg_non_ignore`` is False (mmseg's "average over all pixels").  Every
+    other case goes to mmseg's function unchanged.
+    """
+    from mmseg.models.losses import cross_entropy_loss as ce_module
+    original = ce_module.cross_entropy
+    if getattr(original, 'lpd_ignore_aware', False):
+        return True
+
+    def cross_entropy(pred, label, weight=None, class_weight=None,
+                      reduction='mean', avg_factor=None, ignore_index=-100,
+                      avg_non_ignore=False):
+        if class_weight is not None and avg_factor is None and \
+                reduction == 'mean':
+            avg_factor = weighted_label_count(label, class_weight,
+                                              ignore_index, avg_non_ignore)
+        return original(pred, label, weight=weight,
+                        class_weight=class_weight, reduction=reduction,
+                        avg_factor=avg_factor, ignore_index=ignore_index,
+                        avg_non_ignore=avg_non_ignore)
+
+    cross_entropy.lpd_ignore_aware = True
+    ce_module.cross_entropy = cross_entropy
+    return True
+
+
+def weighted_label_count(label, class_weight, ignore_index: int,
+                         avg_non_ignore: bool = False):
+    """Divisor of a class-weighted mean cross-entropy.
+
+    Args:
+        label (Tensor): ``(N, H, W)`` integer labels.
+        class_weight (Tensor): ``(C,)`` weights.
+        ignore_index (int): label value that carries no loss.
+        avg_non_ignore (bool): count the labelled pixels only; when False
+            each ignored pixel adds 1 (mmseg's average over all pixels).
+
+    Returns:
+        Tensor: scalar, ``sum(class_weight[label])`` over the labelled
+        pixels, plus the number of ignored ones unless ``avg_non_ignore``.
+    """
+    valid = label != ignore_index
+    weights = class_weight[label.masked_fill(~valid, 0).long()]
+    total = (weights * valid).sum()
+    if not avg_non_ignore:
+        total = total + (~valid).sum()
+    return total
+
+
 _APPLIED = False
 
 
@@ -289,4 +346,5 @@ def apply_compat() -> None:
     install_mmcv_ext_placeholder()
     allow_mmengine_checkpoint_globals()
     enable_cpu_distributed()
+    fix_weighted_cross_entropy()
     _APPLIED = True

@@ -1,39 +1,73 @@
 """The benchmarks' quick modes (the full runs are not part of the suite)."""
 import json
+import os
 import os.path as osp
 
 import pytest
 
-from conftest import run_tool
+from conftest import REPO, run_tool
 
 pytestmark = pytest.mark.slow
+
+
+#: The quick run trains one method of each kind: supervised, one prototype
+#: (CAM), k prototypes with diversity, an unweighted second stage on LPD
+#: masks and a balanced one on CAM masks.  The other benchmark configs are
+#: built in test_quality_configs_build.
+QUICK_METHODS = ('supervised', 'cam', 'lpd', 'stage2-lpd', 'stage2-cam-bal')
 
 
 def test_quality_quick(tmp_path):
     out = tmp_path / 'quality.json'
     run_tool(['benchmarks/quality.py', '--quick', '--work-dir',
-              str(tmp_path / 'work'), '--out', str(out)], timeout=900)
+              str(tmp_path / 'work'), '--out', str(out), '--methods'] +
+             list(QUICK_METHODS), timeout=900)
     payload = json.loads(out.read_text())
-    assert set(payload['summary']) == {'supervised', 'cam', 'bank',
-                                       'lpd-nodiv', 'lpd', 'stage2-lpd',
-                                       'stage2-cam', 'stage2-lpd-bal',
-                                       'stage2-cam-bal'}
+    assert set(payload['summary']) == set(QUICK_METHODS)
     for entry in payload['summary'].values():
         for protocol in ('honest', 'honest+crf', 'oracle', 'oracle+crf'):
             assert 0 <= entry[protocol]['mIoU']['mean'] <= 100
     assert 'effective_prototypes' in payload['summary']['lpd']
     # the second stages trained on their own first stage's pseudo-masks
-    for method, source in (('stage2-lpd', 'lpd'), ('stage2-cam', 'cam')):
+    for method, source in (('stage2-lpd', 'lpd'), ('stage2-cam-bal', 'cam')):
         run, = [r for r in payload['runs'] if r['method'] == method]
         assert run['pseudo_masks']['dir'].endswith(f'pseudo_{source}_seed0')
         assert 0 <= run['pseudo_masks']['metrics']['mIoU'] <= 100
         assert 'pseudo_masks' in payload['summary'][method]
-    run, = [r for r in payload['runs'] if r['method'] == 'stage2-lpd-bal']
-    assert any('loss_decode.class_weight=[' in o
-               for o in run['extra_options'])
+    weighted = {r['method']: any('loss_decode.class_weight=[' in o
+                                 for o in r['extra_options'])
+                for r in payload['runs'] if r['method'].startswith('stage2')}
+    assert weighted == {'stage2-lpd': False, 'stage2-cam-bal': True}
     table = open(osp.splitext(str(out))[0] + '.md').read()
     assert '| stage2-lpd | argmax of all 5 classes, no gate | no |' in table
     assert '| lpd | oracle gate + tissue prior (reference) | yes |' in table
+    # the stage-2 probe reads the same finished runs
+    probe = tmp_path / 'probe.json'
+    run_tool(['benchmarks/stage2_probe.py', '--seeds', '0', '--iters', '4',
+              '--stage2', 'stage2-lpd', '--work-dir', str(tmp_path / 'work'),
+              '--data-root', str(tmp_path / 'work' / 'data'), '--out',
+              str(probe)])
+    rows = json.loads(probe.read_text())['summary']
+    assert {'lpd-oracle', 'stage2-lpd', 'stage2-self>0.05', 'fusion',
+            'lpd-s2gate>0.05'} <= set(rows)
+    stage2, = [r for r in payload['runs'] if r['method'] == 'stage2-lpd']
+    assert rows['stage2-lpd']['mIoU']['mean'] == \
+        stage2['metrics']['honest']['mIoU']
+
+
+@pytest.mark.parametrize('name', sorted(
+    n for n in os.listdir(osp.join(REPO, 'benchmarks', 'configs'))
+    if n.endswith('.py')))
+def test_quality_configs_build(name):
+    """Every benchmark config (also those the quick run leaves out) loads
+    with its base chain and builds its model."""
+    from mmengine.config import Config
+    from mmseg.registry import MODELS
+    cfg = Config.fromfile(osp.join(REPO, 'benchmarks', 'configs', name))
+    assert cfg.custom_imports['imports'] == ['lpd_mmseg']
+    cfg.model.backbone.init_cfg = None  # the warm-start one names a file
+    model = MODELS.build(cfg.model)
+    assert sum(p.numel() for p in model.parameters()) > 0
 
 
 def test_speed_quick(tmp_path):

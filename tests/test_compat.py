@@ -138,3 +138,34 @@ def test_version_check_names_package_and_range(monkeypatch):
 
 def test_version_check_passes_here():
     compat.check_versions()
+
+
+def test_weighted_label_count_by_hand():
+    import torch
+
+    from lpd_mmseg.compat import weighted_label_count
+    label = torch.tensor([[[0, 1], [255, 1]]])
+    weight = torch.tensor([2.0, 0.5])
+    # labelled: 2 + 0.5 + 0.5; one ignored pixel adds 1 without
+    # avg_non_ignore
+    assert float(weighted_label_count(label, weight, 255, True)) == 3.0
+    assert float(weighted_label_count(label, weight, 255, False)) == 4.0
+
+
+def test_class_weights_with_ignored_pixels_match_torch():
+    """mmseg's CrossEntropyLoss with class_weight and a 255 label (it
+    raised IndexError before the compat fix) gives torch's weighted mean
+    over the labelled pixels."""
+    import torch
+    import torch.nn.functional as F
+    from mmseg.registry import MODELS
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 4, 4)
+    label = torch.randint(0, 3, (2, 4, 4))
+    label[0, :2] = 255
+    loss = MODELS.build(dict(type='CrossEntropyLoss', class_weight=[
+        2.0, 1.0, 0.5], avg_non_ignore=True))
+    expected = F.cross_entropy(logits, label, weight=torch.tensor(
+        [2.0, 1.0, 0.5]), ignore_index=255)
+    assert torch.allclose(loss(logits, label, ignore_index=255), expected)

@@ -254,14 +254,13 @@ def main(argv: Optional[List[str]] = None) -> dict:
 
 def _schedule_opts(seed: int, iters: Optional[int]) -> List[str]:
     """Seed and, for another length than the config's, the iterations
-    with a warm-up of at most 50 iterations (a tenth of a short run)."""
+    and scaled warm-up (:func:`lpd_mmseg.apis.schedule.schedule_options`)."""
     opts = [f'randomness.seed={seed}']
     if iters is not None:
-        warm = max(1, min(50, iters // 10))
-        opts += [f'train_cfg.max_iters={iters}',
-                 f'param_scheduler.0.end={warm}',
-                 f'param_scheduler.1.begin={warm}',
-                 f'param_scheduler.1.end={iters}']
+        if REPO not in sys.path:
+            sys.path.insert(0, REPO)
+        from lpd_mmseg.apis.schedule import schedule_options
+        opts += schedule_options(iters)
     return opts
 
 
