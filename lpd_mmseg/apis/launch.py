@@ -221,12 +221,25 @@ def build_runner(cfg: Config):
     return Runner.from_cfg(cfg)
 
 
+def _close_distributed() -> None:
+    """Shut the process group down before the interpreter exits.
+
+    mmengine never destroys it; a gloo group still alive at exit could
+    abort a rank with "terminate called without an active exception"
+    (seen once in a 2-process CPU test run) after the work was done."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def train(argv: Optional[List[str]] = None):
     args = build_train_parser().parse_args(argv)
     _set_local_rank(args)
     cfg = load_train_config(args)
     runner = build_runner(cfg)
     runner.train()
+    _close_distributed()
     print_log(f'training finished; checkpoints and logs are in '
               f'{osp.abspath(cfg.work_dir)}', logger='current')
     return runner
@@ -238,6 +251,7 @@ def test(argv: Optional[List[str]] = None):
     cfg = load_test_config(args)
     runner = build_runner(cfg)
     metrics = runner.test()
+    _close_distributed()
     print_log(f'test results and logs are in {osp.abspath(cfg.work_dir)}',
               logger='current')
     return metrics
