@@ -221,13 +221,14 @@ def pseudo_mask_confusion(mask_dir, true_dir):
     return conf
 
 
-def train(args, name, method, seed, extra_opts=()):
+def train(args, name, method, seed, extra_opts=(), config=None):
     """Train one run; returns (checkpoint, seconds, config as trained).
 
+    ``config`` replaces the method's benchmark config (``config_for``).
     A run whose checkpoint exists (from an interrupted or earlier benchmark
     with the same work dir) is reused unless ``--retrain``."""
     import json
-    config = config_for(method)
+    config = config or config_for(method)
     work_dir = osp.join(args.work_dir, f'{name}_seed{seed}')
     checkpoint = osp.join(work_dir, f'iter_{args.iters}.pth')
     # mmengine dumps the merged config (with all overrides) to the work dir

@@ -85,15 +85,11 @@ def warm_start(args, seed):
     """Train (or reuse) the warm-started balanced second stage."""
     _, options, _ = quality.pseudo_masks_for(args, 'stage2-lpd-bal', seed)
     first, _, _ = quality.train(args, 'lpd', 'lpd', seed)
-    saved = quality.config_for
-    quality.config_for = lambda method: WARM_CONFIG
-    try:
-        return quality.train(
-            args, 'stage2-lpd-warm', 'stage2-lpd-bal', seed,
-            tuple(options) + (
-                f'model.backbone.init_cfg.checkpoint={osp.abspath(first)}',))
-    finally:
-        quality.config_for = saved
+    return quality.train(
+        args, 'stage2-lpd-warm', 'stage2-lpd-bal', seed,
+        tuple(options) + (
+            f'model.backbone.init_cfg.checkpoint={osp.abspath(first)}',),
+        config=WARM_CONFIG)
 
 
 def checkpoint_of(args, name, seed):

@@ -29,6 +29,8 @@ from typing import List, Optional
 
 # This script lives in the repository's tools/ and runs the sibling tools.
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if REPO not in sys.path:  # for the few lpd_mmseg helpers imported below
+    sys.path.insert(0, REPO)
 DEMO_CONFIG = 'configs/lpd/lpd_mit-tiny_1xb8-600_synthetic-bcss-128x128.py'
 STAGE2_CONFIG = ('configs/second_stage/'
                  'segformer_mit-tiny_1xb8-600_synthetic-bcss-pseudo-128x128.py')
@@ -257,8 +259,6 @@ def _schedule_opts(seed: int, iters: Optional[int]) -> List[str]:
     and scaled warm-up (:func:`lpd_mmseg.apis.schedule.schedule_options`)."""
     opts = [f'randomness.seed={seed}']
     if iters is not None:
-        if REPO not in sys.path:
-            sys.path.insert(0, REPO)
         from lpd_mmseg.apis.schedule import schedule_options
         opts += schedule_options(iters)
     return opts
@@ -287,8 +287,6 @@ def _second_stage(args, step, run_dir: str, checkpoint: str,
     stage2_opts = [
         f'train_dataloader.dataset.data_prefix.seg_map_path={masks}']
     if not args.stage2_unweighted:
-        if REPO not in sys.path:
-            sys.path.insert(0, REPO)
         from lpd_mmseg.apis.pseudo_mask_io import (
             class_weight_option,
             stage2_class_weight,

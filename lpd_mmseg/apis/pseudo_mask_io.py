@@ -147,6 +147,13 @@ def balanced_class_weights(shares: Sequence[float]) -> List[float]:
     return [round(r / mean, 4) if r is not None else 1.0 for r in raw]
 
 
+def summary_class_weights(summary: dict) -> List[float]:
+    """:func:`balanced_class_weights` of a pseudo-mask summary (the meta
+    file's ``classes`` and ``pixel_shares``), in its class order."""
+    return balanced_class_weights(
+        [summary['pixel_shares'][name] for name in summary['classes']])
+
+
 def class_weight_option(weights: Sequence[float]) -> str:
     """The ``--cfg-options`` entry that sets a second stage's
     cross-entropy class weights, e.g.
@@ -173,5 +180,4 @@ def stage2_class_weight(mask_dir: str) -> List[float]:
     for key in ('classes', 'pixel_shares'):
         if key not in meta:
             raise KeyError(f'{path}: no {key!r} entry')
-    return balanced_class_weights(
-        [meta['pixel_shares'][name] for name in meta['classes']])
+    return summary_class_weights(meta)

@@ -33,7 +33,6 @@ from ..datasets.palette import save_palette_mask
 from ..models.gating import check_gate_source
 from .pseudo_mask_io import (
     META_FILE,
-    balanced_class_weights,
     build_pseudo_mask_dataset,
     check_output_folder,
     class_weight_option,
@@ -41,6 +40,7 @@ from .pseudo_mask_io import (
     mask_name_for,
     planned_outputs,
     pseudo_mask_dataset_cfg,
+    summary_class_weights,
 )
 
 #: Gate sources a pseudo-mask run accepts (``'oracle'`` is left out: the
@@ -349,8 +349,7 @@ def format_pseudo_mask_summary(summary: dict) -> str:
         share = 100 * summary['pixel_shares'][name]
         lines.append(f'  {name:<10} {share:>9.2f} %   '
                      f"{summary['images_with_class'][name]:>8d}")
-    weights = balanced_class_weights(
-        [summary['pixel_shares'][n] for n in summary['classes']])
+    weights = summary_class_weights(summary)
     lines.append('  balanced second stage (rare classes weighted up): '
                  f'--cfg-options {class_weight_option(weights)}')
     if summary.get('other_png_files'):
