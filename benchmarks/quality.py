@@ -9,6 +9,8 @@ and one schedule for every method:
 - bank: frozen k-means prototypes from single-label images (PBIP idea);
 - lpd-nodiv: k learnable prototypes, no diversity;
 - lpd: k learnable prototypes with the Jeffreys diversity loss;
+- lpd-refiner: lpd plus the mask refiner (frozen encoder = EMA copy of the
+  backbone), as the reference code always trains it;
 - stage2-lpd / stage2-cam: the two-stage route, honest by construction:
   the lpd (or cam) run of the same seed writes pseudo-masks of the
   training patches gated by their own file-name labels, and the
@@ -50,8 +52,8 @@ from benchmarks.common import (  # noqa: E402
     write_json,
 )
 
-METHODS = ('supervised', 'cam', 'bank', 'lpd-nodiv', 'lpd', 'stage2-lpd',
-           'stage2-cam', 'stage2-lpd-bal', 'stage2-cam-bal')
+METHODS = ('supervised', 'cam', 'bank', 'lpd-nodiv', 'lpd', 'lpd-refiner',
+           'stage2-lpd', 'stage2-cam', 'stage2-lpd-bal', 'stage2-cam-bal')
 #: Second-stage methods -> the first-stage method whose pseudo-masks they
 #: are trained on.
 STAGE2_SOURCES = {'stage2-lpd': 'lpd', 'stage2-cam': 'cam',
@@ -112,6 +114,12 @@ def build_parser():
                         'train as well, e.g. '
                         'lpd-t0.07:model.decode_head.loss_diversity.'
                         'temperature=0.07')
+    parser.add_argument('--backbone-init', metavar='CKPT',
+                        help='start the backbone of every method (second '
+                        'stages included) from this backbone-only '
+                        'checkpoint (benchmarks/pretrain_backbone.py) '
+                        'instead of random weights; use its own '
+                        '--work-dir')
     parser.add_argument('--eval-only', action='store_true',
                         help='evaluate only the runs whose checkpoints are '
                         'already in --work-dir; train nothing')
@@ -138,6 +146,8 @@ def train_options(args, method, seed):
     opts += [f'randomness.seed={seed}'] + schedule_options(args.iters)
     if method not in SEGFORMER_METHODS:
         opts.append(f'model.decode_head.warmup_iters={args.iters // 3}')
+    if getattr(args, 'backbone_init', None):
+        opts += backbone_init_options(args.backbone_init)
     if args.quick:
         opts += ['train_dataloader.batch_size=4',
                  'train_dataloader.num_workers=0',
@@ -159,9 +169,34 @@ def train_options(args, method, seed):
     return opts
 
 
+def backbone_init_options(checkpoint):
+    """cfg-options that start ``model.backbone`` from a backbone-only
+    checkpoint (keys without a ``backbone.`` prefix), replacing whatever
+    ``init_cfg`` the config has."""
+    return ['model.backbone.init_cfg._delete_=True',
+            'model.backbone.init_cfg.type=Pretrained',
+            f'model.backbone.init_cfg.checkpoint={osp.abspath(checkpoint)}']
+
+
 def config_for(method):
     name = 'stage2' if method in STAGE2_SOURCES else method
     return osp.join('benchmarks', 'configs', f'quality_{name}.py')
+
+
+def backbone_init_record(checkpoint):
+    """What the JSON says of ``--backbone-init``: None (random init) or
+    the file and its SHA-256."""
+    if not checkpoint:
+        return None
+    import hashlib
+    if not osp.isfile(checkpoint):
+        raise FileNotFoundError(
+            f'--backbone-init {checkpoint}: no such file (make it with '
+            'benchmarks/pretrain_backbone.py)')
+    with open(checkpoint, 'rb') as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    return dict(checkpoint=osp.relpath(osp.abspath(checkpoint), REPO),
+                sha256=digest)
 
 
 def pseudo_masks_for(args, method, seed):
@@ -235,6 +270,8 @@ def train(args, name, method, seed, extra_opts=(), config=None):
     trained_config = osp.join(work_dir, osp.basename(config))
     timing = osp.join(work_dir, 'train_seconds.json')
     if osp.isfile(checkpoint) and not args.retrain:
+        check_reused_init(args, trained_config)
+        check_backbone_init(args, osp.join(work_dir, 'train_stdout.log'))
         if osp.isfile(timing):
             with open(timing) as f:
                 seconds = json.load(f)['seconds']
@@ -246,9 +283,42 @@ def train(args, name, method, seed, extra_opts=(), config=None):
                 '--cfg-options'] + train_options(args, method, seed) +
                list(extra_opts), osp.join(work_dir, 'train_stdout.log'))
     seconds = time.perf_counter() - start
+    check_backbone_init(args, osp.join(work_dir, 'train_stdout.log'))
     with open(timing, 'w') as f:
         json.dump(dict(seconds=seconds), f)
     return checkpoint, seconds, trained_config
+
+
+def check_reused_init(args, trained_config):
+    """A finished run is reused only if it started from the same backbone
+    (``--backbone-init`` or none): its dumped config says which."""
+    from mmengine.config import Config
+    init = Config.fromfile(trained_config).model.backbone.get('init_cfg')
+    started = init.get('checkpoint') if isinstance(init, dict) and \
+        init.get('type') == 'Pretrained' and not init.get('prefix') else None
+    wanted = getattr(args, 'backbone_init', None)
+    if started != wanted:
+        raise RuntimeError(
+            f'{trained_config}: this finished run started from backbone '
+            f'{started or "random init"}, not from --backbone-init '
+            f'{wanted or "(none)"}; give another --work-dir or --retrain')
+
+
+def check_backbone_init(args, log_path):
+    """mmengine's ``Pretrained`` init only warns when the checkpoint's
+    keys do not match the backbone; a benchmark started from a half-loaded
+    backbone would be wrong, so raise with mmengine's list of keys."""
+    if not getattr(args, 'backbone_init', None):
+        return
+    with open(log_path) as f:
+        log = f.read()
+    marker = 'do not match exactly'
+    if marker in log:
+        detail = log[log.index(marker):].split('\n', 3)
+        raise RuntimeError(
+            f'--backbone-init {args.backbone_init} does not fit the '
+            f'backbone of this run ({log_path}): '
+            + ' '.join(detail[1:3])[:2000])
 
 
 # ---------------------------------------------------------- evaluation
@@ -519,6 +589,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.quick:
         args = quick_settings(args)
+    if args.backbone_init:  # relative to where the user ran it
+        args.backbone_init = osp.abspath(args.backbone_init)
     os.chdir(REPO)
     from lpd_mmseg.models.crf import import_pydensecrf
     from lpd_mmseg.testing.synthetic import generate_synthetic_bcss
@@ -547,6 +619,7 @@ def main(argv=None):
         data=dict(root=args.data_root, seed=args.data_seed,
                   class_mix=args.class_mix,
                   counts=manifest['counts'], size=args.size),
+        backbone_init=backbone_init_record(args.backbone_init),
         iters=args.iters, batch_size=8 if not args.quick else 4,
         seeds=args.seeds, crf=crf_cfg, protocols=dict(
             honest='gate by predicted class probabilities (>= 0.5)',

@@ -70,6 +70,90 @@ def test_quality_configs_build(name):
     assert sum(p.numel() for p in model.parameters()) > 0
 
 
+def test_backbone_state_dict_hand_values():
+    """Only 'backbone.*' keys, prefix removed, floats cast, ints kept."""
+    import torch
+
+    from benchmarks.pretrain_backbone import backbone_state_dict
+    state = {'backbone.a.weight': torch.tensor([0.5, 1.25]),
+             'backbone.n': torch.tensor([3]),
+             'decode_head.p': torch.ones(2)}
+    out = backbone_state_dict(state)
+    assert set(out) == {'a.weight', 'n'}
+    assert out['a.weight'].dtype == torch.float16
+    assert out['a.weight'].tolist() == [0.5, 1.25]
+    assert out['n'].dtype == torch.int64 and out['n'].tolist() == [3]
+    with pytest.raises(KeyError, match='backbone'):
+        backbone_state_dict({'decode_head.p': torch.ones(2)})
+
+
+def test_pretrained_backbone_reaches_every_method(tmp_path):
+    """pretrain_backbone.py writes a backbone checkpoint; quality.py
+    --backbone-init starts a run from it (the model's backbone equals the
+    file after init_weights) and records its hash; an existing output is
+    never overwritten."""
+    import hashlib
+
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    from benchmarks import quality
+    ckpt = tmp_path / 'backbone.pth'
+    run_tool(['benchmarks/pretrain_backbone.py', '--quick', '--iters', '2',
+              '--work-dir', str(tmp_path / 'pre'), '--data-root',
+              str(tmp_path / 'pre' / 'data'), '--out', str(ckpt)])
+    again = run_tool(['benchmarks/pretrain_backbone.py', '--quick',
+                      '--iters', '2', '--work-dir', str(tmp_path / 'pre'),
+                      '--data-root', str(tmp_path / 'pre' / 'data'),
+                      '--out', str(ckpt)], check=False)
+    assert again.returncode != 0 and 'exists' in again.stderr
+    weights = torch.load(str(ckpt), weights_only=True)['state_dict']
+    # the cfg-options the benchmark adds, applied to a quick-sized model
+    args = quality.quick_settings(quality.build_parser().parse_args(
+        ['--quick', '--backbone-init', str(ckpt)]))
+    for method in ('lpd', 'stage2-lpd'):
+        cfg = Config.fromfile(osp.join(REPO, quality.config_for(method)))
+        options = [o for o in quality.train_options(args, method, 0)
+                   if o.startswith('model.backbone')]
+        import argparse
+
+        from mmengine.config import DictAction
+        parser = argparse.ArgumentParser()
+        parser.add_argument('--o', nargs='+', action=DictAction)
+        cfg.merge_from_dict(parser.parse_args(['--o'] + options).o)
+        init_default_scope('mmseg')
+        model = MODELS.build(cfg.model)
+        model.init_weights()
+        for key, value in model.backbone.state_dict().items():
+            assert torch.equal(value, weights[key].to(value.dtype)), key
+    out = tmp_path / 'q.json'
+    run_tool(['benchmarks/quality.py', '--quick', '--methods', 'cam',
+              '--crf', 'none', '--backbone-init', str(ckpt), '--work-dir',
+              str(tmp_path / 'work'), '--out', str(out)], timeout=900)
+    record = json.loads(out.read_text())['backbone_init']
+    assert record['sha256'] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    log = (tmp_path / 'work' / 'cam_seed0' / 'train_stdout.log').read_text()
+    assert str(ckpt) in log and 'do not match' not in log
+    # a finished run is not reused under another backbone init
+    mixed = run_tool(['benchmarks/quality.py', '--quick', '--methods', 'cam',
+                      '--crf', 'none', '--work-dir', str(tmp_path / 'work'),
+                      '--out', str(tmp_path / 'q1.json')], check=False)
+    assert mixed.returncode != 0
+    assert 'not from --backbone-init (none)' in mixed.stderr
+    # a backbone of another shape is refused, not half loaded
+    wrong = tmp_path / 'wrong.pth'
+    torch.save(dict(state_dict={k: v for k, v in list(weights.items())[:4]}),
+               str(wrong))
+    bad = run_tool(['benchmarks/quality.py', '--quick', '--methods', 'cam',
+                    '--crf', 'none', '--backbone-init', str(wrong),
+                    '--work-dir', str(tmp_path / 'work2'), '--out',
+                    str(tmp_path / 'q2.json')], check=False, timeout=900)
+    assert bad.returncode != 0
+    assert 'wrong.pth' in bad.stderr and 'missing keys' in bad.stderr
+
+
 def test_speed_quick(tmp_path):
     out = tmp_path / 'speed.json'
     run_tool(['benchmarks/speed.py', '--quick', '--out', str(out)],
