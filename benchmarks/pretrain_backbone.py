@@ -28,7 +28,12 @@ import torch
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from benchmarks import quality  # noqa: E402
-from benchmarks.common import REPO, command_line, write_json  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    REPO,
+    command_line,
+    environment,
+    write_json,
+)
 
 
 def build_parser():
@@ -102,7 +107,8 @@ def main(argv=None):
                               seed=args.seed, task='multi-label '
                               'classification (cam config)')), out)
     write_json(osp.splitext(out)[0] + '.json', dict(
-        command=command_line(), checkpoint=osp.relpath(out, REPO),
+        command=command_line(), environment=environment(),
+        checkpoint=osp.relpath(out, REPO),
         source=checkpoint, train_seconds=round(seconds, 1),
         data=dict(root=args.data_root, seed=args.data_seed,
                   counts=manifest['counts']),

@@ -31,6 +31,11 @@ benchmarks/results/ and a Markdown table.
     python benchmarks/quality.py                 # full run, about an hour
     python benchmarks/quality.py --quick --out /tmp/q.json   # smoke test
     python benchmarks/quality.py --eval-only --crf none   # finished runs only
+
+Every method starts from a randomly initialised backbone unless
+``--backbone-init CKPT`` names a backbone checkpoint (e.g. the one that
+benchmarks/pretrain_backbone.py writes); then every method, second stages
+included, starts from it.
 """
 import argparse
 import os
