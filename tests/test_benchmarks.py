@@ -92,10 +92,11 @@ def test_pretrained_backbone_reaches_every_method(tmp_path):
     --backbone-init starts a run from it (the model's backbone equals the
     file after init_weights) and records its hash; an existing output is
     never overwritten."""
+    import argparse
     import hashlib
 
     import torch
-    from mmengine.config import Config
+    from mmengine.config import Config, DictAction
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
 
@@ -110,18 +111,16 @@ def test_pretrained_backbone_reaches_every_method(tmp_path):
                       '--out', str(ckpt)], check=False)
     assert again.returncode != 0 and 'exists' in again.stderr
     weights = torch.load(str(ckpt), weights_only=True)['state_dict']
-    # the cfg-options the benchmark adds, applied to a quick-sized model
+    # the cfg-options the benchmark adds, parsed as tools/train.py parses
+    # them, applied to a quick-sized model
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--o', nargs='+', action=DictAction)
     args = quality.quick_settings(quality.build_parser().parse_args(
         ['--quick', '--backbone-init', str(ckpt)]))
     for method in ('lpd', 'stage2-lpd'):
         cfg = Config.fromfile(osp.join(REPO, quality.config_for(method)))
         options = [o for o in quality.train_options(args, method, 0)
                    if o.startswith('model.backbone')]
-        import argparse
-
-        from mmengine.config import DictAction
-        parser = argparse.ArgumentParser()
-        parser.add_argument('--o', nargs='+', action=DictAction)
         cfg.merge_from_dict(parser.parse_args(['--o'] + options).o)
         init_default_scope('mmseg')
         model = MODELS.build(cfg.model)
