@@ -11,12 +11,18 @@ prefix, stored as float16 to halve the file) are written as a
 checkpoint that ``benchmarks/quality.py --backbone-init`` (and any config,
 through ``model.backbone.init_cfg=dict(type='Pretrained', ...)``) loads.
 
-    python benchmarks/pretrain_backbone.py                 # ~10 min, 2 cores
+    python benchmarks/pretrain_backbone.py                 # 4-6 min, 2 cores
     python benchmarks/quality.py --backbone-init \\
         work_dirs/bench_pretrain/backbone_gen100.pth \\
         --work-dir work_dirs/bench_quality_pre --methods cam lpd
 
-An existing ``--out`` is never overwritten (use another path).
+The repository ships one such file,
+``lpd_mmseg/testing/weights/mit-tiny_gen100-cls_backbone.pth`` (made by this
+script with the defaults, record beside it), and the CPU demo configs start
+from it.  The result is not bit-identical between machines (float
+reductions differ between CPUs), which is why the file is shipped rather
+than rebuilt.  An existing ``--out`` is never overwritten (use another
+path).
 """
 import argparse
 import os
@@ -78,7 +84,7 @@ def main(argv=None):
     if osp.exists(out):
         raise FileExistsError(f'{out} exists; give another --out')
     os.chdir(REPO)
-    from lpd_mmseg.apis.checkpoint import safe_load_checkpoint
+    from lpd_mmseg.apis.checkpoint import safe_load_checkpoint, sha256_of
     from lpd_mmseg.testing.synthetic import generate_synthetic_bcss
     qargs = quality.build_parser().parse_args([
         '--data-root', args.data_root, '--work-dir', args.work_dir,
@@ -113,7 +119,8 @@ def main(argv=None):
         data=dict(root=args.data_root, seed=args.data_seed,
                   counts=manifest['counts']),
         iters=args.iters, tensors=len(weights),
-        parameters=sum(v.numel() for v in weights.values())))
+        parameters=sum(v.numel() for v in weights.values()),
+        sha256=sha256_of(out)))
     print(f'[pretrain] wrote {out} ({len(weights)} tensors)', flush=True)
     return out
 

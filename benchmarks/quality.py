@@ -115,10 +115,12 @@ def build_parser():
                         help='CRF backend (auto: pydensecrf when installed; '
                         'none: skip the +crf rows)')
     parser.add_argument('--extra', nargs='*', default=[],
-                        help='extra name=cfg-option variants of LPD to '
-                        'train as well, e.g. '
+                        help='extra variants to train as well, '
+                        'NAME[@METHOD]:OPTION,OPTION,... (cfg-options of a '
+                        'first-stage METHOD, default lpd), e.g. '
                         'lpd-t0.07:model.decode_head.loss_diversity.'
-                        'temperature=0.07')
+                        'temperature=0.07 or cam-blr@cam:optim_wrapper.'
+                        'paramwise_cfg.custom_keys.backbone.lr_mult=0.1')
     parser.add_argument('--backbone-init', metavar='CKPT',
                         help='start the backbone of every method (second '
                         'stages included) from this backbone-only '
@@ -183,6 +185,32 @@ def backbone_init_options(checkpoint):
             f'model.backbone.init_cfg.checkpoint={osp.abspath(checkpoint)}']
 
 
+def parse_variant(spec):
+    """``NAME[@METHOD]:OPT,OPT,...`` -> ``(NAME, METHOD, (OPT, ...))``.
+
+    METHOD defaults to ``lpd``; it must be a first-stage method (a second
+    stage's options are its pseudo-mask source's, set by the benchmark).
+
+    Raises:
+        ValueError: no ``:``, an empty name, an unknown or second-stage
+            METHOD, or a NAME that is already a method.
+    """
+    head, colon, options = spec.partition(':')
+    name, _, method = head.partition('@')
+    method = method or 'lpd'
+    if not colon or not name:
+        raise ValueError(f'--extra {spec!r}: expected '
+                         'NAME[@METHOD]:OPTION,OPTION,...')
+    if method not in METHODS or method in STAGE2_SOURCES:
+        first = [m for m in METHODS if m not in STAGE2_SOURCES]
+        raise ValueError(f'--extra {spec!r}: METHOD {method!r} is not one '
+                         f'of the first-stage methods {first}')
+    if name in METHODS:
+        raise ValueError(f'--extra {spec!r}: NAME {name!r} is a method; '
+                         'give the variant a name of its own')
+    return name, method, tuple(o for o in options.split(',') if o)
+
+
 def config_for(method):
     name = 'stage2' if method in STAGE2_SOURCES else method
     return osp.join('benchmarks', 'configs', f'quality_{name}.py')
@@ -193,15 +221,13 @@ def backbone_init_record(checkpoint):
     the file and its SHA-256."""
     if not checkpoint:
         return None
-    import hashlib
+    from lpd_mmseg.apis.checkpoint import sha256_of
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(
             f'--backbone-init {checkpoint}: no such file (make it with '
             'benchmarks/pretrain_backbone.py)')
-    with open(checkpoint, 'rb') as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
     return dict(checkpoint=osp.relpath(osp.abspath(checkpoint), REPO),
-                sha256=digest)
+                sha256=sha256_of(checkpoint))
 
 
 def pseudo_masks_for(args, method, seed):
@@ -614,10 +640,7 @@ def main(argv=None):
         num_val=args.num_val, num_test=args.num_test, size=args.size,
         with_train_masks=True, class_mix=args.class_mix, progress=False)
     variants = [(m, m, ()) for m in args.methods]
-    for spec in args.extra:
-        name, _, options = spec.partition(':')
-        variants.append((name, 'lpd', tuple(o for o in options.split(',')
-                                            if o)))
+    variants += [parse_variant(spec) for spec in args.extra]
     runs = []
     payload = dict(
         command=command_line(), environment=environment(),

@@ -87,6 +87,23 @@ def test_backbone_state_dict_hand_values():
         backbone_state_dict({'decode_head.p': torch.ones(2)})
 
 
+def test_parse_variant_hand_values():
+    """--extra NAME[@METHOD]:OPTIONS, LPD by default, refusals named."""
+    from benchmarks.quality import parse_variant
+    assert parse_variant('lpd-d256:a.b=1,c=2') == ('lpd-d256', 'lpd',
+                                                   ('a.b=1', 'c=2'))
+    assert parse_variant('cam-blr@cam:x=0.1') == ('cam-blr', 'cam',
+                                                  ('x=0.1', ))
+    assert parse_variant('same:') == ('same', 'lpd', ())
+    for bad, message in (('no-colon', 'expected NAME'),
+                         (':a=1', 'expected NAME'),
+                         ('v@stage2-lpd:a=1', "'stage2-lpd' is not one"),
+                         ('v@nope:a=1', "'nope' is not one"),
+                         ('cam:a=1', "NAME 'cam' is a method")):
+        with pytest.raises(ValueError, match=message):
+            parse_variant(bad)
+
+
 def test_pretrained_backbone_reaches_every_method(tmp_path):
     """pretrain_backbone.py writes a backbone checkpoint; quality.py
     --backbone-init starts a run from it (the model's backbone equals the

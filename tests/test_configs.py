@@ -194,3 +194,36 @@ def test_second_stage_states_its_backbone_strides():
                                                    name)).read()
     lpd = _config('lpd/lpd_mit-b1_1xb10-18.7k_bcss-wsss-224x224.py')
     assert _config(name).model.backbone == lpd.model.backbone
+
+
+@pytest.mark.parametrize('name', [
+    'lpd/lpd_mit-tiny_1xb8-600_synthetic-bcss-128x128.py',
+    'second_stage/segformer_mit-tiny_1xb8-600_synthetic-bcss-pseudo-128x128.py'
+])
+def test_cpu_configs_start_from_the_shipped_backbone(name):
+    """The CPU demo configs load the shipped backbone: the file is the one
+    its record names (sha256), every backbone key is in it with the right
+    shape, and after init_weights the backbone holds exactly its values."""
+    import json
+
+    from mmengine.runner.checkpoint import _load_checkpoint
+
+    from lpd_mmseg.apis.checkpoint import sha256_of
+    weights = osp.join(REPO, 'lpd_mmseg', 'testing', 'weights',
+                       'mit-tiny_gen100-cls_backbone.pth')
+    with open(weights[:-len('.pth')] + '.json') as f:
+        record = json.load(f)
+    assert record['sha256'] == sha256_of(weights)
+    cfg = _config(name)
+    init = cfg.model.backbone.init_cfg
+    assert init.type == 'Pretrained'
+    assert osp.samefile(init.checkpoint, weights)
+    stored = _load_checkpoint(weights, map_location='cpu')['state_dict']
+    assert len(stored) == record['tensors']
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    own = model.backbone.state_dict()
+    assert sorted(own) == sorted(stored)
+    for key, value in own.items():
+        assert value.shape == stored[key].shape, key
+        assert torch.equal(value, stored[key].to(value.dtype)), key

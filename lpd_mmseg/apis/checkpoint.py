@@ -6,12 +6,23 @@ checkpoint whose pickle would run code is refused before any of it runs.
 An empty, truncated or otherwise unreadable file gives
 :class:`CorruptCheckpointError` naming it.
 """
+import hashlib
 import os
 import pickle
 from typing import Dict, List, Tuple
 
 import torch
 from torch import nn
+
+
+def sha256_of(path: str) -> str:
+    """Hex SHA-256 of a file (checkpoints, shipped weights, slides), read
+    in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class UnsafeCheckpointError(RuntimeError):

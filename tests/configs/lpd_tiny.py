@@ -4,7 +4,7 @@ _base_ = '../../configs/lpd/lpd_mit-tiny_1xb8-600_synthetic-bcss-128x128.py'
 custom_imports = dict(imports=['lpd_mmseg'], allow_failed_imports=False)
 
 model = dict(
-    backbone=dict(embed_dims=8, num_layers=[1, 1, 1, 1]),
+    backbone=dict(embed_dims=8, num_layers=[1, 1, 1, 1], init_cfg=None),
     decode_head=dict(
         in_channels=[16, 40, 64], num_prototypes=3, prototype_dim=16,
         warmup_iters=2))

@@ -105,7 +105,7 @@ def test_real_slide_end_to_end(cmu_slide, ckpt, tmp_path):
         # level-0 coordinates of a 2220 x 2967 slide
         assert poly.bounds[2] <= 2221 and poly.bounds[3] <= 2968
     run = json.load(open(osp.join(folder, 'run.json')))
-    from lpd_mmseg.apis.slide.runner import sha256_of
+    from lpd_mmseg.apis.checkpoint import sha256_of
     assert run['checkpoint_sha256'] == sha256_of(ckpt)
     assert run['slide']['mpp'] == pytest.approx(0.499)
     tiles = run['tiles']

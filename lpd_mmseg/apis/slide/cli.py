@@ -126,9 +126,10 @@ def _run(args, opts: TileOptions) -> int:
 
     from tqdm import tqdm
 
+    from ..checkpoint import sha256_of
     from .folder import segment_folder
     from .model import build_slide_model
-    from .runner import segment_slide, sha256_of
+    from .runner import segment_slide
     model = build_slide_model(args.config, args.checkpoint, args.device,
                               args.gate, args.crf, args.tta)
     run_info = dict(config=osp.abspath(args.config),

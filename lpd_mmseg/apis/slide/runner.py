@@ -1,6 +1,5 @@
 """Segment one slide (or large image) into ``<out>/<stem>/``: labels.tif,
 overlay.png, <stem>.geojson, areas.csv, run.json."""
-import hashlib
 import os.path as osp
 import time
 import warnings
@@ -22,14 +21,6 @@ from .writers import (
 
 VECTOR_MAX_SIDE = 4096  # GeoJSON traced on the pyramid level <= this
 AREA_FIELDS = ('class', 'pixels', 'area_mm2', 'share_of_tissue')
-
-
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def versions() -> dict:
