@@ -18,7 +18,8 @@ through ``model.backbone.init_cfg=dict(type='Pretrained', ...)``) loads.
 
 The repository ships one such file,
 ``lpd_mmseg/testing/weights/mit-tiny_gen100-cls_backbone.pth`` (made by this
-script with the defaults, record beside it), and the CPU demo configs start
+script with its default settings; its record, with the command and the
+SHA-256, lies beside it), and the CPU demo configs start
 from it.  The result is not bit-identical between machines (float
 reductions differ between CPUs), which is why the file is shipped rather
 than rebuilt.  An existing ``--out`` is never overwritten (use another

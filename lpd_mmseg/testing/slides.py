@@ -75,8 +75,6 @@ def fetch_cmu_slide(folder: str = DEFAULT_FOLDER) -> str:
     return path
 
 
-
-
 # ------------------------------------------------------ generated slides
 Box = Tuple[float, float, float, float]  # x0, y0, x1, y1 as fractions
 GLASS = (242, 241, 244)
