@@ -206,9 +206,7 @@ def test_cpu_configs_start_from_the_shipped_backbone(name):
     shape, and after init_weights the backbone holds exactly its values."""
     import json
 
-    from mmengine.runner.checkpoint import _load_checkpoint
-
-    from lpd_mmseg.apis.checkpoint import sha256_of
+    from lpd_mmseg.apis.checkpoint import safe_load_checkpoint, sha256_of
     weights = osp.join(REPO, 'lpd_mmseg', 'testing', 'weights',
                        'mit-tiny_gen100-cls_backbone.pth')
     with open(weights[:-len('.pth')] + '.json') as f:
@@ -218,7 +216,7 @@ def test_cpu_configs_start_from_the_shipped_backbone(name):
     init = cfg.model.backbone.init_cfg
     assert init.type == 'Pretrained'
     assert osp.samefile(init.checkpoint, weights)
-    stored = _load_checkpoint(weights, map_location='cpu')['state_dict']
+    stored = safe_load_checkpoint(weights)['state_dict']
     assert len(stored) == record['tensors']
     model = MODELS.build(cfg.model)
     model.init_weights()
