@@ -17,7 +17,11 @@ and one schedule for every method:
   second-stage SegFormer (same backbone) trained on them predicts every
   class with no gate at test time;
 - stage2-lpd-bal / stage2-cam-bal: the same on the same masks, with the
-  cross-entropy classes weighted by 1 / sqrt(pixel share in the masks).
+  cross-entropy classes weighted by 1 / sqrt(pixel share in the masks);
+- stage3-lpd-bal / stage3-cam-bal: a second round of self-training: the
+  stage2-*-bal run of the same seed labels the training patches again,
+  gated by their file-name labels, and a fresh balanced second stage is
+  trained on those masks (honest by construction, like stage 2).
 
 Each is trained for several seeds and evaluated on the test split under
 four protocols (honest = gating by the model's own class probabilities,
@@ -58,14 +62,18 @@ from benchmarks.common import (  # noqa: E402
 )
 
 METHODS = ('supervised', 'cam', 'bank', 'lpd-nodiv', 'lpd', 'lpd-refiner',
-           'stage2-lpd', 'stage2-cam', 'stage2-lpd-bal', 'stage2-cam-bal')
-#: Second-stage methods -> the first-stage method whose pseudo-masks they
-#: are trained on.
+           'stage2-lpd', 'stage2-cam', 'stage2-lpd-bal', 'stage2-cam-bal',
+           'stage3-lpd-bal', 'stage3-cam-bal')
+#: Second-stage methods -> the method whose pseudo-masks they are trained
+#: on (a first stage, or for a second round the first round).
 STAGE2_SOURCES = {'stage2-lpd': 'lpd', 'stage2-cam': 'cam',
-                  'stage2-lpd-bal': 'lpd', 'stage2-cam-bal': 'cam'}
+                  'stage2-lpd-bal': 'lpd', 'stage2-cam-bal': 'cam',
+                  'stage3-lpd-bal': 'stage2-lpd-bal',
+                  'stage3-cam-bal': 'stage2-cam-bal'}
 #: Second stages whose cross-entropy weights the classes by the inverse
 #: square root of their pseudo-mask pixel shares (balanced_class_weights).
-BALANCED_STAGE2 = ('stage2-lpd-bal', 'stage2-cam-bal')
+BALANCED_STAGE2 = ('stage2-lpd-bal', 'stage2-cam-bal', 'stage3-lpd-bal',
+                   'stage3-cam-bal')
 #: Models with a SegformerHead predicting every class (no prototypes).
 SEGFORMER_METHODS = ('supervised', ) + tuple(STAGE2_SOURCES)
 PROTOCOLS = ('honest', 'honest+crf', 'oracle', 'oracle+crf')
@@ -97,6 +105,10 @@ def build_parser():
     parser.add_argument('--methods', nargs='+', default=list(METHODS),
                         choices=METHODS)
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    parser.add_argument('--stage2-iters', type=int, metavar='N',
+                        help='training iterations of the second stages '
+                        '(default: --iters); their runs go to work dirs '
+                        'named NAME-Nit_seedS when N differs from --iters')
     parser.add_argument('--iters', type=int, default=600,
                         help='training iterations per run (batch 8)')
     parser.add_argument('--data-seed', type=int, default=0)
@@ -150,7 +162,8 @@ def train_options(args, method, seed):
     opts = [f'{s}_dataloader.dataset.data_root={args.data_root}'
             for s in ('train', 'val', 'test')]
     from lpd_mmseg.apis.schedule import schedule_options
-    opts += [f'randomness.seed={seed}'] + schedule_options(args.iters)
+    opts += [f'randomness.seed={seed}'] + schedule_options(
+        iters_for(args, method))
     if method not in SEGFORMER_METHODS:
         opts.append(f'model.decode_head.warmup_iters={args.iters // 3}')
     if getattr(args, 'backbone_init', None):
@@ -174,6 +187,23 @@ def train_options(args, method, seed):
             # 60 patches, enough for a 2-prototype bank
             opts.append('model.decode_head.num_prototypes=2')
     return opts
+
+
+def iters_for(args, method):
+    """Training iterations of ``method``: ``--stage2-iters`` for the
+    second stages when given, else ``--iters``."""
+    if method in STAGE2_SOURCES and getattr(args, 'stage2_iters', None):
+        return args.stage2_iters
+    return args.iters
+
+
+def run_dir(args, name, method, seed):
+    """Work dir of one run: ``NAME_seedS``, or ``NAME-Nit_seedS`` for a
+    second stage trained for N != ``--iters`` iterations (so that runs of
+    two lengths never share a folder)."""
+    iters = iters_for(args, method)
+    tag = name if iters == args.iters else f'{name}-{iters}it'
+    return osp.join(args.work_dir, f'{tag}_seed{seed}')
 
 
 def backbone_init_options(checkpoint):
@@ -230,12 +260,26 @@ def backbone_init_record(checkpoint):
                 sha256=sha256_of(checkpoint))
 
 
+def trained(args, method, seed):
+    """Train (or reuse) the run of ``method`` for ``seed``, a second stage
+    with its pseudo-masks first; returns (checkpoint, seconds, config as
+    trained, pseudo-mask record or None)."""
+    extra, pseudo = (), None
+    if method in STAGE2_SOURCES:
+        pseudo_dir, extra, quality = pseudo_masks_for(args, method, seed)
+        pseudo = dict(dir=pseudo_dir, metrics=quality)
+    checkpoint, seconds, config = train(args, method, method, seed,
+                                        tuple(extra))
+    return checkpoint, seconds, config, pseudo
+
+
 def pseudo_masks_for(args, method, seed):
-    """Train (or reuse) the first-stage run of a second-stage method and
-    write (or reuse) its pseudo-masks of the training patches, gated by
-    the patches' file-name labels, with the config's post-processing
-    (tissue prior on, no CRF).  Balanced methods also get class weights
-    from the masks' pixel shares.
+    """Train (or reuse) the source run of a second-stage method (a first
+    stage, or the first round of a second round) and write (or reuse) its
+    pseudo-masks of the training patches, gated by the patches' file-name
+    labels, with the source's post-processing (first stages: tissue prior
+    on, no CRF).  Balanced methods also get class weights from the masks'
+    pixel shares.
 
     Returns:
         tuple: (mask folder, cfg-options pointing the second stage at it,
@@ -243,9 +287,10 @@ def pseudo_masks_for(args, method, seed):
     """
     from lpd_mmseg.apis.pseudo_masks import META_FILE, make_pseudo_masks
     source = STAGE2_SOURCES[method]
-    checkpoint, _, config = train(args, source, source, seed)
-    out_dir = osp.abspath(osp.join(args.work_dir,
-                                   f'pseudo_{source}_seed{seed}'))
+    checkpoint, _, config, _ = trained(args, source, seed)
+    out_dir = osp.abspath(osp.join(
+        args.work_dir,
+        'pseudo_' + osp.basename(run_dir(args, source, source, seed))))
     if not osp.isfile(osp.join(out_dir, META_FILE)) or args.retrain:
         print(f'[quality] {method} seed {seed}: pseudo-masks from '
               f'{checkpoint}', flush=True)
@@ -295,8 +340,8 @@ def train(args, name, method, seed, extra_opts=(), config=None):
     with the same work dir) is reused unless ``--retrain``."""
     import json
     config = config or config_for(method)
-    work_dir = osp.join(args.work_dir, f'{name}_seed{seed}')
-    checkpoint = osp.join(work_dir, f'iter_{args.iters}.pth')
+    work_dir = run_dir(args, name, method, seed)
+    checkpoint = osp.join(work_dir, f'iter_{iters_for(args, method)}.pth')
     # mmengine dumps the merged config (with all overrides) to the work dir
     trained_config = osp.join(work_dir, osp.basename(config))
     timing = osp.join(work_dir, 'train_seconds.json')
@@ -648,7 +693,8 @@ def main(argv=None):
                   class_mix=args.class_mix,
                   counts=manifest['counts'], size=args.size),
         backbone_init=backbone_init_record(args.backbone_init),
-        iters=args.iters, batch_size=8 if not args.quick else 4,
+        iters=args.iters, stage2_iters=iters_for(args, 'stage2-lpd'),
+        batch_size=8 if not args.quick else 4,
         seeds=args.seeds, crf=crf_cfg, protocols=dict(
             honest='gate by predicted class probabilities (>= 0.5)',
             oracle='gate by classes present in the test mask',
@@ -661,8 +707,8 @@ def main(argv=None):
     for name, kind, extra in variants:
         for seed in args.seeds:
             if args.eval_only and not osp.isfile(osp.join(
-                    args.work_dir, f'{name}_seed{seed}',
-                    f'iter_{args.iters}.pth')):
+                    run_dir(args, name, kind, seed),
+                    f'iter_{iters_for(args, kind)}.pth')):
                 print(f'[quality] {name} seed {seed}: no finished run in '
                       f'{args.work_dir}, skipped (--eval-only)', flush=True)
                 continue

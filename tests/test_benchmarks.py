@@ -14,7 +14,8 @@ pytestmark = pytest.mark.slow
 #: (CAM), k prototypes with diversity, an unweighted second stage on LPD
 #: masks and a balanced one on CAM masks.  The other benchmark configs are
 #: built in test_quality_configs_build.
-QUICK_METHODS = ('supervised', 'cam', 'lpd', 'stage2-lpd', 'stage2-cam-bal')
+QUICK_METHODS = ('supervised', 'cam', 'lpd', 'stage2-lpd', 'stage2-cam-bal',
+                 'stage3-cam-bal')
 
 
 def test_quality_quick(tmp_path):
@@ -29,7 +30,8 @@ def test_quality_quick(tmp_path):
             assert 0 <= entry[protocol]['mIoU']['mean'] <= 100
     assert 'effective_prototypes' in payload['summary']['lpd']
     # the second stages trained on their own first stage's pseudo-masks
-    for method, source in (('stage2-lpd', 'lpd'), ('stage2-cam-bal', 'cam')):
+    for method, source in (('stage2-lpd', 'lpd'), ('stage2-cam-bal', 'cam'),
+                           ('stage3-cam-bal', 'stage2-cam-bal')):
         run, = [r for r in payload['runs'] if r['method'] == method]
         assert run['pseudo_masks']['dir'].endswith(f'pseudo_{source}_seed0')
         assert 0 <= run['pseudo_masks']['metrics']['mIoU'] <= 100
@@ -38,6 +40,9 @@ def test_quality_quick(tmp_path):
                                  for o in r['extra_options'])
                 for r in payload['runs'] if r['method'].startswith('stage2')}
     assert weighted == {'stage2-lpd': False, 'stage2-cam-bal': True}
+    third, = [r for r in payload['runs'] if r['method'] == 'stage3-cam-bal']
+    assert any('loss_decode.class_weight=[' in o
+               for o in third['extra_options'])
     table = open(osp.splitext(str(out))[0] + '.md').read()
     assert '| stage2-lpd | argmax of all 5 classes, no gate | no |' in table
     assert '| lpd | oracle gate + tissue prior (reference) | yes |' in table
@@ -102,6 +107,29 @@ def test_parse_variant_hand_values():
                          ('cam:a=1', "NAME 'cam' is a method")):
         with pytest.raises(ValueError, match=message):
             parse_variant(bad)
+
+
+def test_stage2_iters_hand_values():
+    """--stage2-iters changes only the second stages' schedule and work
+    dir; without it every run keeps --iters and NAME_seedS."""
+    from benchmarks import quality
+    parser = quality.build_parser()
+    same = parser.parse_args(['--work-dir', 'w'])
+    longer = parser.parse_args(['--work-dir', 'w', '--stage2-iters', '1200'])
+    assert quality.iters_for(same, 'stage2-lpd-bal') == 600
+    assert quality.iters_for(longer, 'stage2-lpd-bal') == 1200
+    assert quality.iters_for(longer, 'lpd') == 600
+    assert quality.run_dir(same, 'stage2-cam', 'stage2-cam', 2) == osp.join(
+        'w', 'stage2-cam_seed2')
+    assert quality.run_dir(longer, 'stage2-cam', 'stage2-cam', 2) == osp.join(
+        'w', 'stage2-cam-1200it_seed2')
+    assert quality.run_dir(longer, 'lpd', 'lpd', 0) == osp.join('w',
+                                                                'lpd_seed0')
+    opts = quality.train_options(longer, 'stage2-lpd', 0)
+    assert 'train_cfg.max_iters=1200' in opts
+    assert 'param_scheduler.1.end=1200' in opts
+    assert 'train_cfg.max_iters=600' in quality.train_options(longer, 'lpd',
+                                                              0)
 
 
 def test_pretrained_backbone_reaches_every_method(tmp_path):

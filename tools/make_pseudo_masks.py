@@ -10,6 +10,8 @@ One palette PNG per training patch, with the patch's file name, values
 0..C-1 for the tissue classes and C for background.  Then train any MMSeg
 segmentor on them, e.g.
 configs/second_stage/segformer_mit-b1_1xb10-18.7k_bcss-wsss-pseudo-224x224.py.
+A trained second stage (its config and checkpoint) labels the patches
+again the same way: the next round of self-training.
 All logic lives in :mod:`lpd_mmseg.apis.pseudo_masks`.
 """
 import argparse
@@ -37,17 +39,19 @@ USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError,
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=(
-            'Turn a trained LPD model into pseudo-masks for the weakly '
-            'labelled training split: one palette PNG per training image, '
+            'Turn a trained LPD model (or a trained second stage, for a '
+            'further round of self-training) into pseudo-masks for the '
+            'weakly labelled training split: one palette PNG per training '
+            'image, '
             'with the same file name, pixel values 0..C-1 for the tissue '
             'classes and C for background (colours from the checkpoint\'s '
             'dataset palette).  Also writes OUT/pseudo_masks_meta.json '
             '(settings, counts, class pixel shares).  Existing files are '
             'never replaced without --overwrite.'),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument('config', help='LPD config the checkpoint was '
-                        'trained with; its train_dataloader.dataset gives '
-                        'the images')
+    parser.add_argument('config', help='LPD (or second-stage) config the '
+                        'checkpoint was trained with; its '
+                        'train_dataloader.dataset gives the images')
     parser.add_argument('checkpoint', help='trained checkpoint (.pth); must '
                         'match the config exactly')
     parser.add_argument('--out', required=True, metavar='DIR',

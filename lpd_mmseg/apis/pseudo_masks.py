@@ -84,15 +84,31 @@ def class_pixel_counts(mask: np.ndarray, num_values: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ model
+def is_lpd_segmentor(model) -> bool:
+    """True for an LPD segmentor (CAMs + class probabilities through the
+    one post-processing path); False for a plain MMSeg segmentor such as
+    the second stage's ``EncoderDecoder``."""
+    return all(hasattr(model, attr)
+               for attr in ('post_processor', 'inference', 'restore_result'))
+
+
 def _check_model(model, dataset) -> Tuple[int, List[str], list]:
-    """Class count, class names and palette; refuses non-LPD models and
-    class-count mismatches."""
-    for attr in ('post_processor', 'inference', 'restore_result'):
-        if not hasattr(model, attr):
-            raise TypeError(
-                'pseudo-masks need an LPD segmentor (LPDEncoderDecoder, '
-                f'e.g. from configs/lpd/); got {type(model).__name__}')
-    num_classes = model.decode_head.num_classes
+    """Tissue class count, class names and palette; refuses models that
+    are neither LPD nor a plain segmentor, and class-count mismatches.
+
+    A plain segmentor (e.g. the second stage) predicts ``C + 1`` values,
+    the last one background, so it has ``decode_head.num_classes - 1``
+    tissue classes."""
+    if is_lpd_segmentor(model):
+        num_classes = model.decode_head.num_classes
+    elif hasattr(model, 'predict') and hasattr(model, 'decode_head'):
+        num_classes = model.decode_head.num_classes - 1
+    else:
+        raise TypeError(
+            'pseudo-masks need an LPD segmentor (LPDEncoderDecoder, e.g. '
+            'from configs/lpd/) or a segmentor predicting the tissue '
+            'classes + background (e.g. configs/second_stage/); got '
+            f'{type(model).__name__}')
     ds_classes = list(dataset.metainfo.get('classes', ()))
     if ds_classes and len(ds_classes) != num_classes + 1:
         raise ValueError(
@@ -111,6 +127,20 @@ def _check_model(model, dataset) -> Tuple[int, List[str], list]:
         classes = [f'class{i}' for i in range(num_classes)] + ['background']
     return num_classes, [str(c) for c in classes], \
         [list(map(int, c)) for c in palette[:num_classes + 1]]
+
+
+def _check_plain_settings(gate: str, crf: Optional[str]) -> None:
+    """A plain segmentor has no image-level class probabilities and no
+    post-processing path: refuse the settings that need them."""
+    if gate == 'predicted':
+        raise ValueError(
+            "gate 'predicted' needs the image-level class probabilities of "
+            'an LPD model; this segmentor predicts pixels only. Use '
+            "gate 'labels' (training split) or 'none'.")
+    if crf not in (None, 'none'):
+        raise ValueError(
+            f'crf {crf!r}: the dense CRF runs in the LPD post-processing '
+            'path; a plain segmentor\'s pseudo-masks take crf none')
 
 
 def _post_processor(model, crf: Optional[str]):
@@ -154,6 +184,29 @@ def _batch_masks(model, post, inputs: Tensor, samples,
     return masks
 
 
+def _plain_batch_masks(model, inputs: Tensor, samples,
+                       gate: str) -> List[np.ndarray]:
+    """Pseudo-masks ``(H0, W0)`` of a preprocessed batch from a plain
+    segmentor: its scores at the original size (``predict``), argmax over
+    background and, with ``gate='labels'``, the labelled tissue classes
+    only."""
+    from ..models.gating import resolve_gate
+    results = model.predict(inputs, samples)
+    masks = []
+    for sample, result in zip(samples, results):
+        scores = result.seg_logits.data  # (C + 1, H0, W0)
+        label = sample.gt_image_label if 'gt_image_label' in sample \
+            else None
+        row = resolve_gate(gate, scores.new_zeros(1, scores.shape[0] - 1),
+                           labels=[label],
+                           names=[sample.metainfo.get('img_path')])
+        if row is None:
+            masks.append(scores.argmax(dim=0).cpu().numpy())
+        else:
+            masks.append(labelled_argmax(scores, row[0]).cpu().numpy())
+    return masks
+
+
 # --------------------------------------------------------------- main loop
 def _progress_bar(total: int, enabled: bool):
     if not enabled:
@@ -177,7 +230,10 @@ def generate_pseudo_masks(model,
 
     Args:
         model: a loaded ``LPDEncoderDecoder`` (e.g. from
-            :func:`~lpd_mmseg.apis.init_segmentor`).
+            :func:`~lpd_mmseg.apis.init_segmentor`), or a plain segmentor
+            whose last class is background (a second stage: the next
+            round of self-training; gate ``'labels'`` or ``'none'``, no
+            CRF).
         dataset: a data set whose pipeline packs images with
             ``PackWeakSegInputs`` (see :func:`build_pseudo_mask_dataset`).
         out_dir (str): output folder (created if missing).
@@ -219,7 +275,12 @@ def generate_pseudo_masks(model,
     check_output_folder(out_dir, [m for _, m in pairs], overwrite)
     os.makedirs(out_dir, exist_ok=True)
 
-    post, crf_backend = _post_processor(model, crf)
+    lpd = is_lpd_segmentor(model)
+    if lpd:
+        post, crf_backend = _post_processor(model, crf)
+    else:
+        _check_plain_settings(gate, crf)
+        post, crf_backend = None, 'none'
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=pseudo_collate)
     counts = np.zeros(num_classes + 1, dtype=np.int64)
@@ -232,7 +293,12 @@ def generate_pseudo_masks(model,
         for batch in loader:
             data = model.data_preprocessor(batch, False)
             samples = data['data_samples']
-            masks = _batch_masks(model, post, data['inputs'], samples, gate)
+            if lpd:
+                masks = _batch_masks(model, post, data['inputs'], samples,
+                                     gate)
+            else:
+                masks = _plain_batch_masks(model, data['inputs'], samples,
+                                           gate)
             for sample, mask in zip(samples, masks):
                 img_path, mask_path = pairs[written]
                 if osp.basename(sample.metainfo['img_path']) != \
@@ -296,7 +362,8 @@ def make_pseudo_masks(config: Union[str, Config],
     checkpoint is loaded, so a wrong folder fails fast.
 
     Args:
-        config (str | Config): LPD config.
+        config (str | Config): LPD config, or a second-stage config
+            (plain segmentor, last class background).
         checkpoint (str): trained checkpoint (strict, safe loading).
         out_dir (str): output folder for the masks and the meta file.
         split (str): ``'train'`` (default), ``'val'`` or ``'test'``.
@@ -362,6 +429,7 @@ def format_pseudo_mask_summary(summary: dict) -> str:
 
 __all__ = [
     'make_pseudo_masks', 'generate_pseudo_masks', 'build_pseudo_mask_dataset',
+    'is_lpd_segmentor',
     'pseudo_mask_dataset_cfg', 'labelled_argmax', 'class_pixel_counts',
     'format_pseudo_mask_summary', 'check_output_folder',
     'planned_outputs', 'mask_name_for', 'META_FILE'

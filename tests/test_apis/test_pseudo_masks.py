@@ -287,6 +287,52 @@ def test_second_stage_config_trains_one_step(
     assert np.isfinite(scalars['train/loss'].current())
     assert 'val/mIoU' in scalars
 
+    # The next round of self-training: the second stage labels the same
+    # training patches, gated by their file-name labels.
+    checkpoint = osp.join(cfg.work_dir, 'iter_1.pth')
+    again = str(tmp_path / 'round2')
+    summary = make_pseudo_masks(cfg, checkpoint, again, num_workers=0,
+                                progress=False)
+    assert summary['num_masks'] == len(TRAIN_NAMES)
+    assert summary['gate'] == 'labels' and summary['crf'] == 'none'
+    for name in TRAIN_NAMES:
+        mode, mask, _ = read_mask(osp.join(again, mask_name_for(name)))
+        assert mode == 'P'
+        allowed = set(np.flatnonzero(parse_label_from_name(name, 4))) | {4}
+        assert set(np.unique(mask)) <= allowed, name
+    for kwargs, message in ((dict(gate='predicted'), 'class probabilities'),
+                            (dict(crf='torch'), 'crf none')):
+        with pytest.raises(ValueError, match=message):
+            make_pseudo_masks(cfg, checkpoint, str(tmp_path / 'refused'),
+                              num_workers=0, progress=False, **kwargs)
+
+
+def test_plain_segmentor_masks_hand_computed():
+    """A plain segmentor's scores: argmax over background and the
+    labelled classes only; gate 'none' keeps the plain argmax."""
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+
+    from lpd_mmseg.apis.pseudo_masks import _plain_batch_masks
+    # 3 tissue classes + background, 1 x 3 pixels
+    scores = torch.tensor([[[5., 0., 0.]],     # class 0 (not labelled)
+                           [[4., 1., 0.]],     # class 1 (labelled)
+                           [[0., 3., 0.]],     # class 2 (not labelled)
+                           [[1., 2., 1.]]])    # background
+    sample = SegDataSample(metainfo=dict(img_path='x.png'))
+    sample.gt_image_label = torch.tensor([0, 1, 0])
+
+    class Plain:
+        def predict(self, inputs, samples):
+            out = SegDataSample()
+            out.seg_logits = PixelData(data=scores)
+            return [out]
+
+    labelled = _plain_batch_masks(Plain(), None, [sample], 'labels')[0]
+    assert labelled.tolist() == [[1, 3, 3]]
+    free = _plain_batch_masks(Plain(), None, [sample], 'none')[0]
+    assert free.tolist() == [[0, 2, 3]]
+
 
 # ------------------------------------------------- second-stage weights
 def test_balanced_class_weights_hand_computed():
