@@ -260,17 +260,23 @@ def backbone_init_record(checkpoint):
                 sha256=sha256_of(checkpoint))
 
 
-def trained(args, method, seed):
-    """Train (or reuse) the run of ``method`` for ``seed``, a second stage
-    with its pseudo-masks first; returns (checkpoint, seconds, config as
-    trained, pseudo-mask record or None)."""
-    extra, pseudo = (), None
+def trained(args, method, seed, name=None, extra=()):
+    """Train (or reuse) the run ``name`` (default: ``method``) of
+    ``method`` for ``seed`` with the cfg-options ``extra``; a second stage
+    writes (or reuses) its pseudo-masks first and takes its options from
+    them.
+
+    Returns:
+        tuple: (checkpoint, seconds, config as trained, pseudo-mask record
+        or None, the cfg-options used).
+    """
+    pseudo = None
     if method in STAGE2_SOURCES:
         pseudo_dir, extra, quality = pseudo_masks_for(args, method, seed)
         pseudo = dict(dir=pseudo_dir, metrics=quality)
-    checkpoint, seconds, config = train(args, method, method, seed,
+    checkpoint, seconds, config = train(args, name or method, method, seed,
                                         tuple(extra))
-    return checkpoint, seconds, config, pseudo
+    return checkpoint, seconds, config, pseudo, tuple(extra)
 
 
 def pseudo_masks_for(args, method, seed):
@@ -287,7 +293,7 @@ def pseudo_masks_for(args, method, seed):
     """
     from lpd_mmseg.apis.pseudo_masks import META_FILE, make_pseudo_masks
     source = STAGE2_SOURCES[method]
-    checkpoint, _, config, _ = trained(args, source, seed)
+    checkpoint, _, config, _, _ = trained(args, source, seed)
     out_dir = osp.abspath(osp.join(
         args.work_dir,
         'pseudo_' + osp.basename(run_dir(args, source, source, seed))))
@@ -714,14 +720,8 @@ def main(argv=None):
                 continue
             print(f'[quality] {name} seed {seed}: training (or reusing '
                   'a finished run) ...', flush=True)
-            pseudo = None
-            if kind in STAGE2_SOURCES:
-                pseudo_dir, options, quality = pseudo_masks_for(
-                    args, kind, seed)
-                extra = tuple(options)
-                pseudo = dict(dir=pseudo_dir, metrics=quality)
-            checkpoint, seconds, config = train(args, name, kind, seed,
-                                                extra)
+            checkpoint, seconds, config, pseudo, options = trained(
+                args, kind, seed, name, extra)
             confs, coverage = evaluate(config, checkpoint, args, crf_cfg)
             metrics = {p: metrics_of(c) for p, c in confs.items()}
             runs.append(dict(method=name, seed=seed, checkpoint=checkpoint,
@@ -733,7 +733,7 @@ def main(argv=None):
                              coverage=coverage_summary(coverage),
                              mean_div_pairs=diversity_pairs(checkpoint),
                              pseudo_masks=pseudo,
-                             extra_options=list(extra)))
+                             extra_options=list(options)))
             print(f"[quality] {name} seed {seed}: mIoU honest "
                   f"{metrics['honest']['mIoU']}, oracle "
                   f"{metrics['oracle']['mIoU']}", flush=True)
