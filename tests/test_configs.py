@@ -187,6 +187,21 @@ def test_demo_config_inherits_its_schedule():
     assert cfg.param_scheduler[1].end == 600
 
 
+def test_cpu_second_stage_schedule():
+    """The CPU second stage: the demo's optimiser and warm-up, 1200
+    iterations, the decay ending with training."""
+    cfg = _config('second_stage/'
+                  'segformer_mit-tiny_1xb8-1200_synthetic-bcss-pseudo-'
+                  '128x128.py')
+    demo = _config('lpd/lpd_mit-tiny_1xb8-600_synthetic-bcss-128x128.py')
+    assert cfg.train_cfg.max_iters == 1200
+    assert cfg.train_cfg.val_interval == 200
+    assert cfg.optim_wrapper == demo.optim_wrapper
+    warm, poly = cfg.param_scheduler
+    assert warm == demo.param_scheduler[0]
+    assert (poly.type, poly.begin, poly.end) == ('PolyLR', 50, 1200)
+
+
 def test_second_stage_states_its_backbone_strides():
     name = ('second_stage/'
             'segformer_mit-b1_1xb10-18.7k_bcss-wsss-pseudo-224x224.py')
@@ -198,7 +213,7 @@ def test_second_stage_states_its_backbone_strides():
 
 @pytest.mark.parametrize('name', [
     'lpd/lpd_mit-tiny_1xb8-600_synthetic-bcss-128x128.py',
-    'second_stage/segformer_mit-tiny_1xb8-600_synthetic-bcss-pseudo-128x128.py'
+    'second_stage/segformer_mit-tiny_1xb8-1200_synthetic-bcss-pseudo-128x128.py'
 ])
 def test_cpu_configs_start_from_the_shipped_backbone(name):
     """The CPU demo configs load the shipped backbone: the file is the one

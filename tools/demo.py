@@ -33,7 +33,7 @@ if REPO not in sys.path:  # for the few lpd_mmseg helpers imported below
     sys.path.insert(0, REPO)
 DEMO_CONFIG = 'configs/lpd/lpd_mit-tiny_1xb8-600_synthetic-bcss-128x128.py'
 STAGE2_CONFIG = ('configs/second_stage/'
-                 'segformer_mit-tiny_1xb8-600_synthetic-bcss-pseudo-128x128.py')
+                 'segformer_mit-tiny_1xb8-1200_synthetic-bcss-pseudo-128x128.py')
 #: ``progress <what>: <done>/<total> (<percent>%)...`` (ProgressLoggerHook,
 #: lpd_mmseg.engine.progress).
 PROGRESS_LINE = re.compile(r'progress (\w+): \d+/\d+ \((\d+)%\).*')

@@ -6,7 +6,7 @@
 # and iterations.  Validation runs once, at the end.  Random backbone
 # weights unless `quality.py --backbone-init CKPT` (as in quality_lpd.py).
 _base_ = ['../../configs/second_stage/'
-          'segformer_mit-tiny_1xb8-600_synthetic-bcss-pseudo-128x128.py']
+          'segformer_mit-tiny_1xb8-1200_synthetic-bcss-pseudo-128x128.py']
 custom_imports = dict(imports=['lpd_mmseg'], allow_failed_imports=False)
 model = dict(backbone=dict(init_cfg=None))
 train_cfg = dict(val_interval=100000)
