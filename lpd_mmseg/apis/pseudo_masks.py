@@ -14,6 +14,11 @@ by the image-level label in each file name (these labels are known for the
 training split, so using them is not an oracle here): a pseudo-mask then
 never holds a tissue class that the label rules out, even after the CRF.
 
+A trained second stage (a plain segmentor whose last class is background)
+can label the same patches again for a further round of self-training:
+its scores, argmax over background and the labelled classes (no CRF, no
+predicted gate: it has no image-level class probabilities).
+
 Entry points: :func:`make_pseudo_masks` (config + checkpoint paths, what
 ``tools/make_pseudo_masks.py`` calls) and :func:`generate_pseudo_masks` (an
 already loaded model and data set).
