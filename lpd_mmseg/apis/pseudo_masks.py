@@ -27,12 +27,11 @@ import datetime
 import json
 import os
 import os.path as osp
-from typing import List, Optional, Tuple, Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
 from mmengine.config import Config
-from torch import Tensor
 
 from ..datasets.palette import save_palette_mask
 from ..models.gating import check_gate_source
@@ -47,30 +46,23 @@ from .pseudo_mask_io import (
     pseudo_mask_dataset_cfg,
     summary_class_weights,
 )
+from .pseudo_mask_models import (
+    CRF_CHOICES,
+    _batch_masks,
+    _check_model,
+    _check_plain_settings,
+    _plain_batch_masks,
+    _post_processor,
+    is_lpd_segmentor,
+    labelled_argmax,
+)
 
 #: Gate sources a pseudo-mask run accepts (``'oracle'`` is left out: the
 #: training patches have no masks).
 GATE_CHOICES = ('labels', 'predicted', 'none')
-CRF_CHOICES = ('none', 'torch', 'pydensecrf')
 
 
 # ------------------------------------------------------------ pure helpers
-def labelled_argmax(seg_logits: Tensor, gate: Tensor) -> Tensor:
-    """Argmax over the gated-in tissue channels and background, for one
-    image (:func:`~lpd_mmseg.models.gating.gated_argmax`).
-
-    Args:
-        seg_logits (Tensor): ``(C + 1, H, W)`` scores (any monotone scale).
-        gate (Tensor): ``(C,)`` 0/1 class presence.
-
-    Returns:
-        Tensor: ``(H, W)`` int64 mask with values in ``0..C``.
-    """
-    from ..models.gating import gated_argmax
-    gate = gate.reshape(1, -1).to(seg_logits.device)
-    return gated_argmax(seg_logits[None], gate)[0]
-
-
 def class_pixel_counts(mask: np.ndarray, num_values: int) -> np.ndarray:
     """Pixels per value ``0..num_values-1`` of an integer mask.
 
@@ -86,130 +78,6 @@ def class_pixel_counts(mask: np.ndarray, num_values: int) -> np.ndarray:
         raise ValueError(f'mask values [{flat.min()}, {flat.max()}] outside '
                          f'0..{num_values - 1}')
     return np.bincount(flat, minlength=num_values).astype(np.int64)
-
-
-# ------------------------------------------------------------------ model
-def is_lpd_segmentor(model) -> bool:
-    """True for an LPD segmentor (CAMs + class probabilities through the
-    one post-processing path); False for a plain MMSeg segmentor such as
-    the second stage's ``EncoderDecoder``."""
-    return all(hasattr(model, attr)
-               for attr in ('post_processor', 'inference', 'restore_result'))
-
-
-def _check_model(model, dataset) -> Tuple[int, List[str], list]:
-    """Tissue class count, class names and palette; refuses models that
-    are neither LPD nor a plain segmentor, and class-count mismatches.
-
-    A plain segmentor (e.g. the second stage) predicts ``C + 1`` values,
-    the last one background, so it has ``decode_head.num_classes - 1``
-    tissue classes."""
-    if is_lpd_segmentor(model):
-        num_classes = model.decode_head.num_classes
-    elif hasattr(model, 'predict') and hasattr(model, 'decode_head'):
-        num_classes = model.decode_head.num_classes - 1
-    else:
-        raise TypeError(
-            'pseudo-masks need an LPD segmentor (LPDEncoderDecoder, e.g. '
-            'from configs/lpd/) or a segmentor predicting the tissue '
-            'classes + background (e.g. configs/second_stage/); got '
-            f'{type(model).__name__}')
-    ds_classes = list(dataset.metainfo.get('classes', ()))
-    if ds_classes and len(ds_classes) != num_classes + 1:
-        raise ValueError(
-            f'the model has {num_classes} tissue classes but the data set '
-            f'{type(dataset).__name__} has classes {tuple(ds_classes)} '
-            f'({len(ds_classes) - 1} tissue classes + background)')
-    meta = getattr(model, 'dataset_meta', None) or {}
-    classes = list(meta.get('classes') or ds_classes)
-    palette = meta.get('palette') or dataset.metainfo.get('palette')
-    if not palette or len(palette) < num_classes + 1:
-        raise ValueError(
-            f'need a palette of {num_classes + 1} colours (tissue classes + '
-            "background) in model.dataset_meta['palette'], got "
-            f'{palette!r}')
-    if len(classes) != num_classes + 1:
-        classes = [f'class{i}' for i in range(num_classes)] + ['background']
-    return num_classes, [str(c) for c in classes], \
-        [list(map(int, c)) for c in palette[:num_classes + 1]]
-
-
-def _check_plain_settings(gate: str, crf: Optional[str]) -> None:
-    """A plain segmentor has no image-level class probabilities and no
-    post-processing path: refuse the settings that need them."""
-    if gate == 'predicted':
-        raise ValueError(
-            "gate 'predicted' needs the image-level class probabilities of "
-            'an LPD model; this segmentor predicts pixels only. Use '
-            "gate 'labels' (training split) or 'none'.")
-    if crf not in (None, 'none'):
-        raise ValueError(
-            f'crf {crf!r}: the dense CRF runs in the LPD post-processing '
-            'path; a plain segmentor\'s pseudo-masks take crf none')
-
-
-def _post_processor(model, crf: Optional[str]):
-    """The model's post-processor, with the CRF a ``--crf`` choice asks
-    for (None keeps the config's), and the backend's name."""
-    from ..models.crf import build_crf
-    current = model.test_cfg.get('crf')
-    if crf is None:
-        new = current
-    elif crf not in CRF_CHOICES:
-        raise ValueError(f'crf must be one of {CRF_CHOICES} or None, got '
-                         f'{crf!r}')
-    elif crf == 'none':
-        new = None
-    else:
-        new = dict(current or {})
-        new['backend'] = crf
-    post = model.post_processor
-    if crf is not None:  # fails early, e.g. without pydensecrf
-        post = post.replace(crf=build_crf(new))
-    return post, post.crf.backend if post.crf is not None else 'none'
-
-
-def _batch_masks(model, post, inputs: Tensor, samples,
-                 gate: str) -> List[np.ndarray]:
-    """Pseudo-masks ``(H0, W0)`` of a preprocessed batch, through the
-    model's one post-processing path."""
-    raw = model.inference(inputs, [s.metainfo for s in samples])
-    restored = model.restore_result(
-        raw, samples, inputs if post.needs_image else None)
-    masks = []
-    for sample, maps in zip(samples, restored):
-        label = sample.gt_image_label if 'gt_image_label' in sample \
-            else None
-        image = None if maps.image is None else maps.image[None]
-        _, mask = post(maps.cams[None], maps.class_probs[None], gate, image,
-                       labels=[label],
-                       names=[sample.metainfo.get('img_path')],
-                       peaks=maps.peaks[None])
-        masks.append(mask[0].cpu().numpy())
-    return masks
-
-
-def _plain_batch_masks(model, inputs: Tensor, samples,
-                       gate: str) -> List[np.ndarray]:
-    """Pseudo-masks ``(H0, W0)`` of a preprocessed batch from a plain
-    segmentor: its scores at the original size (``predict``), argmax over
-    background and, with ``gate='labels'``, the labelled tissue classes
-    only."""
-    from ..models.gating import resolve_gate
-    results = model.predict(inputs, samples)
-    masks = []
-    for sample, result in zip(samples, results):
-        scores = result.seg_logits.data  # (C + 1, H0, W0)
-        label = sample.gt_image_label if 'gt_image_label' in sample \
-            else None
-        row = resolve_gate(gate, scores.new_zeros(1, scores.shape[0] - 1),
-                           labels=[label],
-                           names=[sample.metainfo.get('img_path')])
-        if row is None:
-            masks.append(scores.argmax(dim=0).cpu().numpy())
-        else:
-            masks.append(labelled_argmax(scores, row[0]).cpu().numpy())
-    return masks
 
 
 # --------------------------------------------------------------- main loop
@@ -434,7 +302,7 @@ def format_pseudo_mask_summary(summary: dict) -> str:
 
 __all__ = [
     'make_pseudo_masks', 'generate_pseudo_masks', 'build_pseudo_mask_dataset',
-    'is_lpd_segmentor',
+    'is_lpd_segmentor', 'CRF_CHOICES', 'GATE_CHOICES',
     'pseudo_mask_dataset_cfg', 'labelled_argmax', 'class_pixel_counts',
     'format_pseudo_mask_summary', 'check_output_folder',
     'planned_outputs', 'mask_name_for', 'META_FILE'

@@ -313,7 +313,7 @@ def test_plain_segmentor_masks_hand_computed():
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
 
-    from lpd_mmseg.apis.pseudo_masks import _plain_batch_masks
+    from lpd_mmseg.apis.pseudo_mask_models import _plain_batch_masks
     # 3 tissue classes + background, 1 x 3 pixels
     scores = torch.tensor([[[5., 0., 0.]],     # class 0 (not labelled)
                            [[4., 1., 0.]],     # class 1 (labelled)
